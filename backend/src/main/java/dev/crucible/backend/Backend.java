@@ -1,0 +1,33 @@
+package dev.crucible.backend;
+
+import dev.crucible.tensor.DType;
+
+import java.lang.foreign.MemorySegment;
+
+/**
+ * The seam between math and hardware. A model emits {@link Op} records; a backend runs them. Everything else in
+ * Crucible (conformance, parity, replay on a second backend) is built on this small interface.
+ *
+ * <p>Contract: {@link #run} may be asynchronous; {@link #copyOut} and {@link #synchronize} wait for earlier work.
+ * {@link #supports} is truthful: the conformance suite checks every op a backend claims.
+ */
+public interface Backend extends AutoCloseable {
+    String name();
+
+    Buffer allocate(DType type, long elements);
+
+    /** Host to device: {@code src} holds exactly the bytes of {@code dst}. */
+    void copyIn(Buffer dst, MemorySegment src);
+
+    /** Device to host: {@code dst} receives exactly the bytes of {@code src}. */
+    void copyOut(Buffer src, MemorySegment dst);
+
+    boolean supports(Op op);
+
+    void run(Op op);
+
+    void synchronize();
+
+    @Override
+    void close();
+}

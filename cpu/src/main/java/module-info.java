@@ -1,0 +1,11 @@
+/**
+ * The CPU backend: every {@link dev.crucible.backend.Op} as a multithreaded Vector API kernel. Results are
+ * bit-identical for any thread count (fixed-size work chunks, fixed-order reductions).
+ */
+module dev.crucible.cpu {
+    requires transitive dev.crucible.backend;
+    requires jdk.incubator.vector;
+    exports dev.crucible.cpu;
+    exports dev.crucible.cpu.kernels;
+    provides dev.crucible.backend.BackendProvider with dev.crucible.cpu.CpuBackend.Provider;
+}

@@ -1,0 +1,434 @@
+package dev.crucible.model;
+
+import dev.crucible.backend.Backend;
+import dev.crucible.backend.Buffer;
+import dev.crucible.backend.Op;
+import dev.crucible.tensor.DType;
+import dev.crucible.tensor.Rng;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The dense Llama decoder as a sequence of ops on a {@link Backend}: training forward and backward over a (B,T)
+ * batch, and cached inference one chunk at a time. Hugging Face {@code LlamaForCausalLM} semantics (see
+ * DESIGN.md §4). Parameters and gradients each live in one contiguous buffer laid out by {@link ParamLayout};
+ * activations are allocated once per (B,T) shape and reused.
+ *
+ * <pre>
+ *   h0 = embed[ids]
+ *   per layer: h += Wo·attn(rope(Wq·n1), rope(Wk·n1), Wv·n1),  n1 = rmsnorm(h)
+ *              h += Wdown·(silu(Wgate·n2) ⊙ Wup·n2),          n2 = rmsnorm(h)
+ *   logits = Wlm·rmsnorm(h)        (Wlm = embed when tied)
+ * </pre>
+ */
+public final class Llama implements AutoCloseable {
+    private final LlamaConfig cfg;
+    private final Backend be;
+    private final ParamLayout layout;
+    private final Buffer params;
+    private final Buffer grads;
+    private final Weights w;
+    private final Weights g;
+    private Activations acts;
+
+    public Llama(LlamaConfig cfg, Backend backend) {
+        this.cfg = cfg;
+        this.be = backend;
+        this.layout = ParamLayout.of(cfg);
+        this.params = be.allocate(DType.F32, layout.total());
+        this.grads = be.allocate(DType.F32, layout.total());
+        be.run(new Op.Fill(params, 0f));
+        be.run(new Op.Fill(grads, 0f));
+        this.w = new Weights(params);
+        this.g = new Weights(grads);
+    }
+
+    public LlamaConfig config() { return cfg; }
+
+    public Backend backend() { return be; }
+
+    public ParamLayout layout() { return layout; }
+
+    /** All parameters, one buffer in {@link ParamLayout} order. */
+    public Buffer params() { return params; }
+
+    /** All gradients, same layout; accumulate across micro-batches until {@link #zeroGrads}. */
+    public Buffer grads() { return grads; }
+
+    public Buffer param(String name) { return slice(params, layout.get(name)); }
+
+    public Buffer grad(String name) { return slice(grads, layout.get(name)); }
+
+    private static Buffer slice(Buffer b, ParamLayout.Tensor t) { return b.slice(t.offset(), t.size()); }
+
+    /** HF initialisation: linear and embedding weights ~ N(0, std), norm weights 1; one stream per tensor. */
+    public void initRandom(long seed, double std) {
+        try (Arena arena = Arena.ofConfined()) {
+            for (int i = 0; i < layout.tensors().size(); i++) {
+                ParamLayout.Tensor t = layout.tensors().get(i);
+                MemorySegment host = arena.allocate(ValueLayout.JAVA_FLOAT, t.size());
+                Rng rng = Rng.keyed(seed, Rng.key("init"), i);
+                for (long j = 0; j < t.size(); j++) {
+                    float v = t.decays() ? (float) (rng.nextGaussian() * std) : 1f;
+                    host.setAtIndex(ValueLayout.JAVA_FLOAT, j, v);
+                }
+                be.copyIn(slice(params, t), host);
+            }
+        }
+    }
+
+    public void zeroGrads() { be.run(new Op.Fill(grads, 0f)); }
+
+    /** The tensors of one parameter-shaped buffer, sliced by name. */
+    private final class Weights {
+        final Buffer embed, norm, lmHead;
+        final Buffer[] n1, wq, wk, wv, wo, n2, wg, wu, wd;
+
+        Weights(Buffer all) {
+            int L = cfg.layers();
+            n1 = new Buffer[L]; wq = new Buffer[L]; wk = new Buffer[L]; wv = new Buffer[L]; wo = new Buffer[L];
+            n2 = new Buffer[L]; wg = new Buffer[L]; wu = new Buffer[L]; wd = new Buffer[L];
+            embed = s(all, "model.embed_tokens.weight");
+            for (int l = 0; l < L; l++) {
+                String p = "model.layers." + l + ".";
+                n1[l] = s(all, p + "input_layernorm.weight");
+                wq[l] = s(all, p + "self_attn.q_proj.weight");
+                wk[l] = s(all, p + "self_attn.k_proj.weight");
+                wv[l] = s(all, p + "self_attn.v_proj.weight");
+                wo[l] = s(all, p + "self_attn.o_proj.weight");
+                n2[l] = s(all, p + "post_attention_layernorm.weight");
+                wg[l] = s(all, p + "mlp.gate_proj.weight");
+                wu[l] = s(all, p + "mlp.up_proj.weight");
+                wd[l] = s(all, p + "mlp.down_proj.weight");
+            }
+            norm = s(all, "model.norm.weight");
+            lmHead = cfg.tied() ? embed : s(all, "lm_head.weight");
+        }
+
+        private Buffer s(Buffer all, String name) { return slice(all, layout.get(name)); }
+    }
+
+    /** Everything the backward pass needs from the forward pass, for one (B,T). Allocated once and reused. */
+    private final class Activations implements AutoCloseable {
+        final int batch, seq, n;
+        final List<Buffer> owned = new ArrayList<>();
+        final Buffer ids, targets, positions, losses;
+        final Buffer[] res;      // (L+1) × (N,C): residual stream entering each layer, and the final one
+        final Buffer[] resMid;   // L × (N,C): after attention, before the MLP
+        final Buffer[] ln1, ln2, rstd1, rstd2, q, k, v, att, lse, gate, up, hid;
+        final Buffer lnf, rstdf, logits;
+        // backward scratch, shared by all layers
+        final Buffer dres, dln, datt, dq, dk, dv, dhid, dgate, dup;
+
+        Activations(int batch, int seq) {
+            this.batch = batch;
+            this.seq = seq;
+            this.n = batch * seq;
+            int L = cfg.layers(), C = cfg.dim(), F = cfg.ffn(), KV = cfg.kvDim(), H = cfg.heads();
+            ids = alloc(DType.I32, n);
+            targets = alloc(DType.I32, n);
+            positions = alloc(DType.I32, n);
+            losses = alloc(DType.F32, n);
+            res = new Buffer[L + 1];
+            for (int l = 0; l <= L; l++) res[l] = alloc(DType.F32, (long) n * C);
+            resMid = f(L, (long) n * C);
+            ln1 = f(L, (long) n * C); ln2 = f(L, (long) n * C);
+            rstd1 = f(L, n); rstd2 = f(L, n);
+            q = f(L, (long) n * C); k = f(L, (long) n * KV); v = f(L, (long) n * KV);
+            att = f(L, (long) n * C); lse = f(L, (long) batch * H * seq);
+            gate = f(L, (long) n * F); up = f(L, (long) n * F); hid = f(L, (long) n * F);
+            lnf = alloc(DType.F32, (long) n * C);
+            rstdf = alloc(DType.F32, n);
+            logits = alloc(DType.F32, (long) n * cfg.vocab());
+            dres = alloc(DType.F32, (long) n * C);
+            dln = alloc(DType.F32, (long) n * C);
+            datt = alloc(DType.F32, (long) n * C);
+            dq = alloc(DType.F32, (long) n * C);
+            dk = alloc(DType.F32, (long) n * KV);
+            dv = alloc(DType.F32, (long) n * KV);
+            dhid = alloc(DType.F32, (long) n * F);
+            dgate = alloc(DType.F32, (long) n * F);
+            dup = alloc(DType.F32, (long) n * F);
+            int[] pos = new int[n];
+            for (int i = 0; i < n; i++) pos[i] = i % seq;
+            be.copyIn(positions, MemorySegment.ofArray(pos));
+        }
+
+        private Buffer alloc(DType t, long count) {
+            Buffer b = be.allocate(t, count);
+            owned.add(b);
+            return b;
+        }
+
+        private Buffer[] f(int count, long elements) {
+            Buffer[] out = new Buffer[count];
+            for (int i = 0; i < count; i++) out[i] = alloc(DType.F32, elements);
+            return out;
+        }
+
+        @Override
+        public void close() { owned.forEach(Buffer::close); }
+    }
+
+    private Activations acts(int batch, int seq) {
+        if (seq > cfg.context()) throw new IllegalArgumentException("sequence length " + seq + " exceeds the model context " + cfg.context());
+        if (acts == null || acts.batch != batch || acts.seq != seq) {
+            if (acts != null) acts.close();
+            acts = new Activations(batch, seq);
+        }
+        return acts;
+    }
+
+    /** Sum and count of per-token losses from one forward pass. Masked targets (negative) do not count. */
+    public record Loss(double sum, int count) {
+        public double mean() { return count == 0 ? 0 : sum / count; }
+    }
+
+    /**
+     * Forward pass over ids (B,T) with next-token targets (B,T). With {@code gradScale > 0} the backward pass
+     * follows and adds gradScale · ∂(Σ token losses)/∂θ into {@link #grads()}: pass 1/(tokens in the whole
+     * accumulated batch) for the mean loss. With gradScale 0 only the loss is computed.
+     */
+    public Loss step(int[] ids, int[] targets, int batch, int seq, float gradScale) {
+        Activations a = acts(batch, seq);
+        if (ids.length != a.n || targets.length != a.n) throw new IllegalArgumentException("ids/targets must hold B*T = " + a.n + " tokens");
+        for (int id : ids) checkToken(id);
+        int count = 0;
+        for (int t : targets) {
+            if (t >= cfg.vocab()) checkToken(t);
+            if (t >= 0) count++;
+        }
+        be.copyIn(a.ids, MemorySegment.ofArray(ids));
+        be.copyIn(a.targets, MemorySegment.ofArray(targets));
+        forward(a);
+        boolean train = gradScale != 0f;
+        be.run(new Op.CrossEntropy(a.logits, a.targets, a.losses, train ? a.logits : null, a.n, cfg.vocab(), gradScale));
+        if (train) backward(a);
+        float[] losses = new float[a.n];
+        be.copyOut(a.losses, MemorySegment.ofArray(losses));
+        double sum = 0;
+        for (float l : losses) sum += l;
+        return new Loss(sum, count);
+    }
+
+    private void checkToken(int id) {
+        if (id < 0 || id >= cfg.vocab()) throw new IllegalArgumentException("token id " + id + " outside the vocabulary of " + cfg.vocab());
+    }
+
+    private void forward(Activations a) {
+        int n = a.n, C = cfg.dim(), F = cfg.ffn(), KV = cfg.kvDim(), H = cfg.heads(), D = cfg.headDim();
+        be.run(new Op.Embedding(a.ids, w.embed, a.res[0], n, C));                               // (N,C)
+        for (int l = 0; l < cfg.layers(); l++) {
+            Buffer x = a.res[l];
+            be.run(new Op.RmsNorm(x, w.n1[l], a.ln1[l], a.rstd1[l], n, C, cfg.normEps()));
+            linear(a.ln1[l], w.wq[l], a.q[l], n, C, C);                                          // (N,H·D)
+            linear(a.ln1[l], w.wk[l], a.k[l], n, C, KV);                                         // (N,KV·D)
+            linear(a.ln1[l], w.wv[l], a.v[l], n, C, KV);
+            be.run(new Op.Rope(a.q[l], a.positions, n, H, D, cfg.ropeTheta(), false));
+            be.run(new Op.Rope(a.k[l], a.positions, n, cfg.kvHeads(), D, cfg.ropeTheta(), false));
+            be.run(new Op.Attention(a.q[l], a.k[l], a.v[l], a.att[l], a.lse[l], a.batch, a.seq, a.seq, H,
+                    cfg.kvHeads(), D, 0, (long) a.seq * KV));                                    // (N,H·D)
+            linear(a.att[l], w.wo[l], a.dln, n, C, C);                                           // scratch (N,C)
+            be.run(new Op.Add(x, a.dln, a.resMid[l], (long) n * C));
+            be.run(new Op.RmsNorm(a.resMid[l], w.n2[l], a.ln2[l], a.rstd2[l], n, C, cfg.normEps()));
+            linear(a.ln2[l], w.wg[l], a.gate[l], n, C, F);                                       // (N,F)
+            linear(a.ln2[l], w.wu[l], a.up[l], n, C, F);
+            be.run(new Op.SwiGlu(a.gate[l], a.up[l], a.hid[l], (long) n * F));
+            linear(a.hid[l], w.wd[l], a.dln, n, F, C);                                           // (N,C)
+            be.run(new Op.Add(a.resMid[l], a.dln, a.res[l + 1], (long) n * C));
+        }
+        be.run(new Op.RmsNorm(a.res[cfg.layers()], w.norm, a.lnf, a.rstdf, n, C, cfg.normEps()));
+        linear(a.lnf, w.lmHead, a.logits, n, C, cfg.vocab());                                    // (N,V)
+    }
+
+    /** Mirror of {@link #forward}; expects the gradient of the loss w.r.t. the logits in a.logits. */
+    private void backward(Activations a) {
+        int n = a.n, C = cfg.dim(), F = cfg.ffn(), KV = cfg.kvDim(), H = cfg.heads(), D = cfg.headDim();
+        Buffer dlogits = a.logits;
+        linearBackward(dlogits, a.lnf, w.lmHead, g.lmHead, a.dln, n, C, cfg.vocab(), false);
+        be.run(new Op.Fill(a.dres, 0f));
+        be.run(new Op.RmsNormBackward(a.dln, a.res[cfg.layers()], w.norm, a.rstdf, a.dres, g.norm, n, C));
+        for (int l = cfg.layers() - 1; l >= 0; l--) {
+            // MLP: res[l+1] = resMid + Wdown·h, so dres flows to resMid unchanged and into the MLP.
+            linearBackward(a.dres, a.hid[l], w.wd[l], g.wd[l], a.dhid, n, F, C, false);
+            be.run(new Op.SwiGluBackward(a.dhid, a.gate[l], a.up[l], a.dgate, a.dup, (long) n * F));
+            linearBackward(a.dgate, a.ln2[l], w.wg[l], g.wg[l], a.dln, n, C, F, false);
+            linearBackward(a.dup, a.ln2[l], w.wu[l], g.wu[l], a.dln, n, C, F, true);
+            be.run(new Op.RmsNormBackward(a.dln, a.resMid[l], w.n2[l], a.rstd2[l], a.dres, g.n2[l], n, C));
+            // Attention: resMid = res[l] + Wo·att.
+            linearBackward(a.dres, a.att[l], w.wo[l], g.wo[l], a.datt, n, C, C, false);
+            be.run(new Op.AttentionBackward(a.datt, a.q[l], a.k[l], a.v[l], a.att[l], a.lse[l], a.dq, a.dk, a.dv,
+                    a.batch, a.seq, H, cfg.kvHeads(), D));
+            be.run(new Op.Rope(a.dq, a.positions, n, H, D, cfg.ropeTheta(), true));
+            be.run(new Op.Rope(a.dk, a.positions, n, cfg.kvHeads(), D, cfg.ropeTheta(), true));
+            linearBackward(a.dq, a.ln1[l], w.wq[l], g.wq[l], a.dln, n, C, C, false);
+            linearBackward(a.dk, a.ln1[l], w.wk[l], g.wk[l], a.dln, n, C, KV, true);
+            linearBackward(a.dv, a.ln1[l], w.wv[l], g.wv[l], a.dln, n, C, KV, true);
+            be.run(new Op.RmsNormBackward(a.dln, a.res[l], w.n1[l], a.rstd1[l], a.dres, g.n1[l], n, C));
+        }
+        be.run(new Op.EmbeddingBackward(a.ids, a.dres, g.embed, n, C));
+    }
+
+    /** y(N,out) = x(N,in) · Wᵀ with W (out,in). */
+    private void linear(Buffer x, Buffer weight, Buffer y, int n, int in, int out) {
+        be.run(new Op.MatMul(x, weight, y, n, out, in, false, true, false));
+    }
+
+    /** dx(N,in) (+)= dy(N,out) · W and dW(out,in) += dyᵀ · x. */
+    private void linearBackward(Buffer dy, Buffer x, Buffer weight, Buffer dWeight, Buffer dx, int n, int in, int out,
+                                boolean accumulateDx) {
+        be.run(new Op.MatMul(dy, weight, dx, n, in, out, false, false, accumulateDx));
+        be.run(new Op.MatMul(dy, x, dWeight, out, in, n, true, false, true));
+    }
+
+    // ------------------------------------------------------------------ inspection (tests, parity tools)
+
+    /** Residual stream after layer l (l = -1: the embedding output) from the last forward pass, (B,T,C). */
+    public float[] residual(int layer) { return read(acts.res[layer + 1]); }
+
+    public float[] finalNorm() { return read(acts.lnf); }
+
+    /** Logits of the last forward pass; after a training step they hold the logit gradients instead. */
+    public float[] logits() { return read(acts.logits); }
+
+    public float[] read(Buffer b) {
+        float[] out = new float[Math.toIntExact(b.elements())];
+        be.copyOut(b, MemorySegment.ofArray(out));
+        return out;
+    }
+
+    // ------------------------------------------------------------------ cached inference
+
+    /**
+     * A key/value cache for one sequence: per layer (capacity, KV·D) rows of keys and values (keys stored after
+     * rope). Inference runs the same ops as training, one chunk of new tokens at a time.
+     */
+    public final class Session implements AutoCloseable {
+        private final int capacity, chunk;
+        private final Buffer[] kc, vc;
+        private final Buffer ids, positions, x, ln, q, att, tmp, resMid, gate, up, hid, logits;
+        private final List<Buffer> owned = new ArrayList<>();
+        private int length;
+
+        private Session(int capacity, int chunk) {
+            this.capacity = capacity;
+            this.chunk = chunk;
+            int L = cfg.layers(), C = cfg.dim(), F = cfg.ffn(), KV = cfg.kvDim();
+            kc = new Buffer[L];
+            vc = new Buffer[L];
+            for (int l = 0; l < L; l++) {
+                kc[l] = alloc(DType.F32, (long) capacity * KV);
+                vc[l] = alloc(DType.F32, (long) capacity * KV);
+            }
+            ids = alloc(DType.I32, chunk);
+            positions = alloc(DType.I32, chunk);
+            x = alloc(DType.F32, (long) chunk * C);
+            ln = alloc(DType.F32, (long) chunk * C);
+            q = alloc(DType.F32, (long) chunk * C);
+            att = alloc(DType.F32, (long) chunk * C);
+            tmp = alloc(DType.F32, (long) chunk * C);
+            resMid = alloc(DType.F32, (long) chunk * C);
+            gate = alloc(DType.F32, (long) chunk * F);
+            up = alloc(DType.F32, (long) chunk * F);
+            hid = alloc(DType.F32, (long) chunk * F);
+            logits = alloc(DType.F32, (long) chunk * cfg.vocab());
+        }
+
+        private Buffer alloc(DType t, long count) {
+            Buffer b = be.allocate(t, count);
+            owned.add(b);
+            return b;
+        }
+
+        /** Tokens already in the cache. */
+        public int length() { return length; }
+
+        public int capacity() { return capacity; }
+
+        /** Forgets everything after the first {@code keep} tokens (the cache rows are simply overwritten later). */
+        public void truncate(int keep) {
+            if (keep < 0 || keep > length) throw new IllegalArgumentException("cannot keep " + keep + " of " + length);
+            length = keep;
+        }
+
+        /**
+         * Appends tokens to the sequence and returns the logits (V) after the last one. Long inputs run in chunks.
+         */
+        public float[] append(int[] tokens) {
+            if (tokens.length == 0) throw new IllegalArgumentException("no tokens to append");
+            if (length + tokens.length > capacity) {
+                throw new IllegalArgumentException("sequence of " + (length + tokens.length) + " tokens exceeds the context of " + capacity);
+            }
+            for (int t : tokens) checkToken(t);
+            float[] last = null;
+            for (int start = 0; start < tokens.length; start += chunk) {
+                int m = Math.min(chunk, tokens.length - start);
+                int[] part = java.util.Arrays.copyOfRange(tokens, start, start + m);
+                last = run(part, start + m == tokens.length);
+            }
+            return last;
+        }
+
+        private float[] run(int[] tokens, boolean wantLogits) {
+            int m = tokens.length, C = cfg.dim(), F = cfg.ffn(), KV = cfg.kvDim(), H = cfg.heads(), D = cfg.headDim();
+            int[] pos = new int[m];
+            for (int i = 0; i < m; i++) pos[i] = length + i;
+            Buffer idsM = ids.slice(0, m), posM = positions.slice(0, m);
+            be.copyIn(idsM, MemorySegment.ofArray(tokens));
+            be.copyIn(posM, MemorySegment.ofArray(pos));
+            Buffer xm = x.slice(0, (long) m * C), lnm = ln.slice(0, (long) m * C), qm = q.slice(0, (long) m * C);
+            Buffer attm = att.slice(0, (long) m * C), tmpm = tmp.slice(0, (long) m * C), mid = resMid.slice(0, (long) m * C);
+            Buffer gm = gate.slice(0, (long) m * F), um = up.slice(0, (long) m * F), hm = hid.slice(0, (long) m * F);
+            be.run(new Op.Embedding(idsM, w.embed, xm, m, C));
+            for (int l = 0; l < cfg.layers(); l++) {
+                Buffer kNew = kc[l].slice((long) length * KV, (long) m * KV), vNew = vc[l].slice((long) length * KV, (long) m * KV);
+                be.run(new Op.RmsNorm(xm, w.n1[l], lnm, null, m, C, cfg.normEps()));
+                linear(lnm, w.wq[l], qm, m, C, C);
+                linear(lnm, w.wk[l], kNew, m, C, KV);
+                linear(lnm, w.wv[l], vNew, m, C, KV);
+                be.run(new Op.Rope(qm, posM, m, H, D, cfg.ropeTheta(), false));
+                be.run(new Op.Rope(kNew, posM, m, cfg.kvHeads(), D, cfg.ropeTheta(), false));
+                int tk = length + m;
+                be.run(new Op.Attention(qm, kc[l].slice(0, (long) tk * KV), vc[l].slice(0, (long) tk * KV), attm, null,
+                        1, m, tk, H, cfg.kvHeads(), D, length, (long) tk * KV));
+                linear(attm, w.wo[l], tmpm, m, C, C);
+                be.run(new Op.Add(xm, tmpm, mid, (long) m * C));
+                be.run(new Op.RmsNorm(mid, w.n2[l], lnm, null, m, C, cfg.normEps()));
+                linear(lnm, w.wg[l], gm, m, C, F);
+                linear(lnm, w.wu[l], um, m, C, F);
+                be.run(new Op.SwiGlu(gm, um, hm, (long) m * F));
+                linear(hm, w.wd[l], tmpm, m, F, C);
+                be.run(new Op.Add(mid, tmpm, xm, (long) m * C));
+            }
+            length += m;
+            if (!wantLogits) return null;
+            // Only the last position's logits are needed to continue the sequence.
+            Buffer lastX = xm.slice((long) (m - 1) * C, C), lastLn = lnm.slice(0, C), out = logits.slice(0, cfg.vocab());
+            be.run(new Op.RmsNorm(lastX, w.norm, lastLn, null, 1, C, cfg.normEps()));
+            linear(lastLn, w.lmHead, out, 1, C, cfg.vocab());
+            return read(out);
+        }
+
+        @Override
+        public void close() { owned.forEach(Buffer::close); }
+    }
+
+    /** A fresh inference session holding up to {@code capacity} tokens, prefilling at most {@code chunk} at a time. */
+    public Session session(int capacity, int chunk) {
+        if (capacity <= 0 || capacity > cfg.context()) {
+            throw new IllegalArgumentException("session capacity " + capacity + " must be in 1.." + cfg.context());
+        }
+        return new Session(capacity, Math.max(1, Math.min(chunk, capacity)));
+    }
+
+    @Override
+    public void close() {
+        if (acts != null) acts.close();
+        params.close();
+        grads.close();
+    }
+}
