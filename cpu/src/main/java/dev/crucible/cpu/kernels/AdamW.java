@@ -22,11 +22,11 @@ public final class AdamW {
     public static void step(Parallel par, MemorySegment param, MemorySegment grad, MemorySegment m,
                             MemorySegment v, long n, float lr, float beta1, float beta2, float eps,
                             float weightDecay, int step, float gradScale) {
-        double bc1 = 1 - Math.pow(beta1, step), bc2 = 1 - Math.pow(beta2, step);
+        double bc1 = 1 - StrictMath.pow(beta1, step), bc2 = 1 - StrictMath.pow(beta2, step);
         float decay = (float) (1 - (double) lr * weightDecay);
         float b1 = beta1, b2 = beta2, c1 = (float) (1 - (double) beta1), c2 = (float) (1 - (double) beta2);
         float stepSize = (float) (lr / bc1);              // lr · m̂ = stepSize · m
-        float rsqrtBc2 = (float) (1 / Math.sqrt(bc2));    // sqrt(v̂) = sqrt(v) · rsqrtBc2
+        float rsqrtBc2 = (float) (1 / StrictMath.sqrt(bc2));    // sqrt(v̂) = sqrt(v) · rsqrtBc2
         par.forEach(Parallel.chunks(n, CHUNK), t -> {
             long from = t * CHUNK, to = Math.min(n, from + CHUNK);
             long i = from;

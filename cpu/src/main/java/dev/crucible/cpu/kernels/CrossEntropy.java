@@ -49,23 +49,22 @@ public final class CrossEntropy {
             int b1 = Math.min(vocab, b0 + BLOCK);
             float bmax = blockMax(logits, base, b0, b1);
             if (bmax > max) {
-                sum *= Math.exp((double) max - bmax);
+                sum *= StrictMath.exp((double) max - bmax);
                 max = bmax;
             }
             sum += blockSumExp(logits, base, b0, b1, max);
         }
-        float lse = (float) (max + Math.log(sum));
+        float lse = (float) (max + StrictMath.log(sum));
         losses.setAtIndex(F, r, lse - logits.get(F, base + target * 4L));
         if (dLogits == null) return;
         FloatVector lseV = FloatVector.broadcast(S, lse);
         int c = 0;
         for (int vend = vocab - VL; c <= vend; c += VL) {
-            FloatVector.fromMemorySegment(S, logits, base + c * 4L, NATIVE).sub(lseV)
-                    .lanewise(VectorOperators.EXP).mul(gradScale)
+            VMath.exp(FloatVector.fromMemorySegment(S, logits, base + c * 4L, NATIVE).sub(lseV)).mul(gradScale)
                     .intoMemorySegment(dLogits, base + c * 4L, NATIVE);
         }
         for (; c < vocab; c++) {
-            dLogits.set(F, base + c * 4L, (float) Math.exp(logits.get(F, base + c * 4L) - lse) * gradScale);
+            dLogits.set(F, base + c * 4L, VMath.exp(logits.get(F, base + c * 4L) - lse) * gradScale);
         }
         long ti = base + target * 4L;
         dLogits.set(F, ti, dLogits.get(F, ti) - gradScale);
@@ -89,11 +88,10 @@ public final class CrossEntropy {
         int c = from;
         FloatVector acc = FloatVector.zero(S), mv = FloatVector.broadcast(S, max);
         for (int vend = to - VL; c <= vend; c += VL) {
-            acc = acc.add(FloatVector.fromMemorySegment(S, x, base + c * 4L, NATIVE).sub(mv)
-                    .lanewise(VectorOperators.EXP));
+            acc = acc.add(VMath.exp(FloatVector.fromMemorySegment(S, x, base + c * 4L, NATIVE).sub(mv)));
         }
-        double s = acc.reduceLanes(VectorOperators.ADD);
-        for (; c < to; c++) s += Math.exp(x.get(F, base + c * 4L) - max);
+        double s = VMath.sum(acc);
+        for (; c < to; c++) s += VMath.exp(x.get(F, base + c * 4L) - max);
         return s;
     }
 }

@@ -1,7 +1,6 @@
 package dev.crucible.cpu.kernels;
 
 import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
 import java.lang.foreign.MemorySegment;
@@ -35,7 +34,7 @@ public final class Reduce {
                     FloatVector v = FloatVector.fromMemorySegment(S, x, i * 4, NATIVE);
                     acc = v.fma(v, acc);
                 }
-                double s = acc.reduceLanes(VectorOperators.ADD);
+                double s = VMath.sum(acc);
                 for (; i < end; i++) {
                     float v = x.getAtIndex(F, i);
                     s += (double) v * v;

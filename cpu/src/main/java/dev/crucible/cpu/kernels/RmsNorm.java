@@ -1,7 +1,6 @@
 package dev.crucible.cpu.kernels;
 
 import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
 import java.lang.foreign.MemorySegment;
@@ -63,7 +62,7 @@ public final class RmsNorm {
                     acc = g.mul(wv).fma(xv, acc);
                     FloatVector.fromArray(S, dwp, c).add(g.mul(xv.mul(rstd))).intoArray(dwp, c);
                 }
-                double dot = acc.reduceLanes(VectorOperators.ADD);
+                double dot = VMath.sum(acc);
                 for (; c < dim; c++) {
                     float g = dOut.get(F, base + c * 4L), xv = x.get(F, base + c * 4L);
                     dot += (double) g * w.getAtIndex(F, c) * xv;
@@ -104,7 +103,7 @@ public final class RmsNorm {
             acc = FloatVector.fromMemorySegment(S, a, aOff + c * 4L, NATIVE)
                     .fma(FloatVector.fromMemorySegment(S, b, bOff + c * 4L, NATIVE), acc);
         }
-        double s = acc.reduceLanes(VectorOperators.ADD);
+        double s = VMath.sum(acc);
         for (; c < len; c++) s += (double) a.get(F, aOff + c * 4L) * b.get(F, bOff + c * 4L);
         return s;
     }

@@ -37,8 +37,8 @@ public final class Rope {
         static void row(int pos, float[] inv, float[] cos, float[] sin, int off) {
             for (int j = 0; j < inv.length; j++) {
                 float angle = pos * inv[j];
-                cos[off + j] = (float) Math.cos(angle);
-                sin[off + j] = (float) Math.sin(angle);
+                cos[off + j] = (float) StrictMath.cos(angle);
+                sin[off + j] = (float) StrictMath.sin(angle);
             }
         }
     }

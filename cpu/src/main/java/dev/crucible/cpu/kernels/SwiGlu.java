@@ -1,7 +1,6 @@
 package dev.crucible.cpu.kernels;
 
 import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
 import java.lang.foreign.MemorySegment;
@@ -63,10 +62,10 @@ public final class SwiGlu {
 
     static FloatVector sigmoid(FloatVector g) {
         FloatVector one = FloatVector.broadcast(S, 1f);
-        return one.div(g.neg().lanewise(VectorOperators.EXP).add(one));
+        return one.div(VMath.exp(g.neg()).add(one));
     }
 
     static float sigmoid(float g) {
-        return (float) (1 / (1 + Math.exp(-g)));
+        return 1f / (1f + VMath.exp(-g));
     }
 }

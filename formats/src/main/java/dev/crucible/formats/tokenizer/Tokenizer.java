@@ -474,6 +474,10 @@ public final class Tokenizer {
         return model.tokenBytes[id];
     }
 
+    BpeModel model() {
+        return model;
+    }
+
     /** The id whose bytes these are, or -1. */
     int idOfBytes(byte[] bytes) {
         return model.table.get(bytes);

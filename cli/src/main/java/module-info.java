@@ -1,0 +1,12 @@
+/** The {@code crucible} command: the only place that reads flags and environment and picks a backend. */
+module dev.crucible.cli {
+    requires dev.crucible.train;
+    requires dev.crucible.engine;
+    requires dev.crucible.conformance;
+    requires info.picocli;
+    requires com.fasterxml.jackson.databind;
+    requires com.fasterxml.jackson.dataformat.toml;
+    requires org.knowm.xchart;
+    requires java.desktop;
+    opens dev.crucible.cli to info.picocli;
+}

@@ -1,0 +1,149 @@
+package dev.crucible.cpu;
+
+import dev.crucible.backend.Backend;
+import dev.crucible.backend.BackendProvider;
+import dev.crucible.backend.Buffer;
+import dev.crucible.backend.HostBackend;
+import dev.crucible.backend.HostBuffer;
+import dev.crucible.backend.Op;
+import dev.crucible.backend.UnsupportedOpException;
+import dev.crucible.cpu.kernels.AdamW;
+import dev.crucible.cpu.kernels.Attention;
+import dev.crucible.cpu.kernels.CrossEntropy;
+import dev.crucible.cpu.kernels.Elementwise;
+import dev.crucible.cpu.kernels.Embedding;
+import dev.crucible.cpu.kernels.MatMul;
+import dev.crucible.cpu.kernels.Reduce;
+import dev.crucible.cpu.kernels.RmsNorm;
+import dev.crucible.cpu.kernels.Rope;
+import dev.crucible.cpu.kernels.SwiGlu;
+import dev.crucible.tensor.DType;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
+/**
+ * The CPU backend: every op on host memory, in Vector API kernels ({@link dev.crucible.cpu.kernels}) spread over a
+ * private pool of {@code threads} threads. Runs synchronously. Given the same inputs it produces the same bits for
+ * any thread count: kernels split work into fixed-size tasks that each own their outputs and reduce in a fixed order.
+ */
+public final class CpuBackend extends HostBackend {
+
+    public static final class Provider implements BackendProvider {
+        @Override
+        public String name() { return "cpu"; }
+
+        @Override
+        public Backend create(int threads) {
+            return new CpuBackend(threads > 0 ? threads : Runtime.getRuntime().availableProcessors());
+        }
+    }
+
+    /** Rope tables hold at least this many positions, so short runs do not rebuild as positions grow. */
+    private static final int ROPE_MIN_POSITIONS = 4096;
+    /** Larger tables (positions × D/2 floats, twice) are not cached; such positions are computed per row. */
+    private static final long ROPE_MAX_ENTRIES = 1L << 24;
+
+    private final WorkerPool pool;
+    private Rope.Table ropeTable; // the last table built; replaced when θ, D or the needed positions change
+
+    public CpuBackend() {
+        this(Runtime.getRuntime().availableProcessors());
+    }
+
+    public CpuBackend(int threads) {
+        this.pool = new WorkerPool(threads);
+    }
+
+    public int threads() { return pool.threads(); }
+
+    @Override
+    public String name() { return "cpu"; }
+
+    @Override
+    public boolean supports(Op op) {
+        return switch (op) {
+            case Op.Fill o -> o.out().type() == DType.F32 || o.out().type() == DType.I32;
+            case Op.Copy o -> true;
+            case Op.MatMul o -> o.b().type() == DType.F32;
+            case Op.EmbeddingBackward o -> o.dTable().type() == DType.F32;
+            case Op.Embedding o -> o.table().type() == DType.F32;
+            case Op.RmsNorm o -> true;
+            case Op.RmsNormBackward o -> true;
+            case Op.Rope o -> true;
+            case Op.Attention o -> o.k().type() == DType.F32 && o.v().type() == DType.F32;
+            case Op.AttentionBackward o -> true;
+            case Op.SwiGlu o -> true;
+            case Op.SwiGluBackward o -> true;
+            case Op.Add o -> true;
+            case Op.CrossEntropy o -> true;
+            case Op.SumSquares o -> true;
+            case Op.AdamW o -> true;
+        };
+    }
+
+    @Override
+    public void run(Op op) {
+        if (!supports(op)) throw new UnsupportedOpException(name(), op);
+        switch (op) {
+            case Op.Fill o -> {
+                if (o.out().type() == DType.I32) Elementwise.fillInt(pool, seg(o.out()), o.out().elements(), (int) o.value());
+                else Elementwise.fill(pool, seg(o.out()), o.out().elements(), o.value());
+            }
+            case Op.Copy o -> Elementwise.copy(pool, seg(o.src()), seg(o.dst()));
+            case Op.Embedding o -> Embedding.forward(pool, seg(o.ids()), seg(o.table()), seg(o.out()), o.n(), o.dim(),
+                    o.table().elements() / o.dim());
+            case Op.EmbeddingBackward o -> Embedding.backward(pool, seg(o.ids()), seg(o.dOut()), seg(o.dTable()), o.n(),
+                    o.dim(), o.dTable().elements() / o.dim());
+            case Op.RmsNorm o -> RmsNorm.forward(pool, seg(o.x()), seg(o.weight()), seg(o.out()),
+                    o.rstd() == null ? null : seg(o.rstd()), o.n(), o.dim(), o.eps());
+            case Op.RmsNormBackward o -> RmsNorm.backward(pool, seg(o.dOut()), seg(o.x()), seg(o.weight()),
+                    seg(o.rstd()), seg(o.dx()), seg(o.dWeight()), o.n(), o.dim());
+            case Op.MatMul o -> MatMul.gemm(pool, seg(o.a()), seg(o.b()), seg(o.c()), o.m(), o.n(), o.k(), o.transA(),
+                    o.transB(), o.accumulate());
+            case Op.Rope o -> Rope.apply(pool, seg(o.x()), seg(o.positions()), o.n(), o.heads(), o.headDim(),
+                    ropeTable(o), o.inverse());
+            case Op.Attention o -> Attention.forward(pool, seg(o.q()), seg(o.k()), seg(o.v()), seg(o.out()),
+                    o.lse() == null ? null : seg(o.lse()), o.batch(), o.tq(), o.tk(), o.heads(), o.kvHeads(),
+                    o.headDim(), o.qPos0(), o.kvBatchStride());
+            case Op.AttentionBackward o -> Attention.backward(pool, seg(o.dOut()), seg(o.q()), seg(o.k()), seg(o.v()),
+                    seg(o.out()), seg(o.lse()), seg(o.dq()), seg(o.dk()), seg(o.dv()), o.batch(), o.t(), o.heads(),
+                    o.kvHeads(), o.headDim());
+            case Op.SwiGlu o -> SwiGlu.forward(pool, seg(o.gate()), seg(o.up()), seg(o.out()), o.n());
+            case Op.SwiGluBackward o -> SwiGlu.backward(pool, seg(o.dOut()), seg(o.gate()), seg(o.up()),
+                    seg(o.dGate()), seg(o.dUp()), o.n());
+            case Op.Add o -> Elementwise.add(pool, seg(o.a()), seg(o.b()), seg(o.out()), o.n());
+            case Op.CrossEntropy o -> CrossEntropy.forward(pool, seg(o.logits()), seg(o.targets()), seg(o.losses()),
+                    o.dLogits() == null ? null : seg(o.dLogits()), o.n(), o.vocab(), o.gradScale());
+            case Op.SumSquares o -> seg(o.out()).setAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, 0,
+                    (float) Reduce.sumSquares(pool, seg(o.x()), o.x().elements()));
+            case Op.AdamW o -> AdamW.step(pool, seg(o.param()), seg(o.grad()), seg(o.m()), seg(o.v()),
+                    o.param().elements(), o.lr(), o.beta1(), o.beta2(), o.eps(), o.weightDecay(), o.step(),
+                    o.gradScale());
+        }
+    }
+
+    private static MemorySegment seg(Buffer b) {
+        return HostBuffer.seg(b);
+    }
+
+    /** A cos/sin table covering this op's positions when that is cheap; built once per (θ, D) and grown by doubling. */
+    private Rope.Table ropeTable(Op.Rope o) {
+        MemorySegment pos = seg(o.positions());
+        int maxPos = 0;
+        for (int i = 0; i < o.n(); i++) maxPos = Math.max(maxPos, pos.getAtIndex(ValueLayout.JAVA_INT_UNALIGNED, i));
+        Rope.Table t = ropeTable;
+        if (t != null && t.theta() == o.theta() && t.headDim() == o.headDim() && maxPos < t.capacity()) return t;
+        int capacity = Math.max(ROPE_MIN_POSITIONS, Integer.highestOneBit(Math.max(1, maxPos)) * 2);
+        if ((long) capacity * (o.headDim() / 2) > ROPE_MAX_ENTRIES) capacity = 0;
+        if (t != null && t.theta() == o.theta() && t.headDim() == o.headDim() && capacity <= t.capacity()) return t;
+        t = Rope.Table.build(o.theta(), o.headDim(), capacity);
+        ropeTable = t;
+        return t;
+    }
+
+    @Override
+    public void close() {
+        pool.close();
+    }
+}

@@ -1,0 +1,298 @@
+package dev.crucible.cpu.kernels;
+
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorMask;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorSpecies;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteOrder;
+
+/**
+ * Causal attention with grouped KV heads, flash style: the T×T score matrix is never stored.
+ *
+ * <p>Forward: one task per (batch, head, block of {@link #BQ} queries). Keys are visited in blocks of {@link #BK}
+ * (K transposed to [d][key], so scores vectorise over keys; V as [key][d], so P·V vectorises over d), with an
+ * online softmax per query row (running max and sum, the output rescaled when the max grows); lse = max + log(sum)
+ * is saved for the backward pass. Head rows are copied into arrays padded to a whole number of vectors, so D need
+ * not be a multiple of the vector length.
+ *
+ * <p>Backward (FlashAttention-2 without atomics): probabilities are recomputed from lse. dk and dv are owned by one
+ * task per (batch, kv head, key block), which sums over the group's query heads and the causal query rows in a
+ * fixed order; dq is a second pass, one task per (batch, head, query block). Every output element therefore has
+ * one owner and one summation order: bit-identical for any thread count.
+ */
+public final class Attention {
+    private Attention() {}
+
+    static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
+    static final int VL = S.length();
+    static final ByteOrder NATIVE = ByteOrder.nativeOrder();
+    static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
+    /** Query rows per task. */
+    public static final int BQ = 32;
+    /** Keys per block: a multiple of the vector length. */
+    public static final int BK = 4 * VL;
+    static final int NV = BK / VL;
+
+    static int padded(int d) {
+        return (d + VL - 1) / VL * VL;
+    }
+
+    // ---- forward --------------------------------------------------------------------------------------------------
+
+    public static void forward(Parallel par, MemorySegment q, MemorySegment k, MemorySegment v, MemorySegment out,
+                               MemorySegment lse, int batch, int tq, int tk, int heads, int kvHeads, int d, int qPos0,
+                               long kvBatchStride) {
+        int qBlocks = Parallel.chunks(tq, BQ), group = heads / kvHeads, dp = padded(d);
+        float scale = (float) (1.0 / Math.sqrt(d));
+        par.forEach(batch * heads * qBlocks, task -> {
+            int qb = task % qBlocks, bh = task / qBlocks, h = bh % heads, b = bh / heads, kh = h / group;
+            int i0 = qb * BQ, rows = Math.min(BQ, tq - i0);
+            float[] qs = new float[BQ * dp], o = new float[BQ * dp];
+            float[] kt = new float[d * BK], vb = new float[BK * dp], p = new float[BK], tmp = new float[d];
+            float[] m = new float[BQ], l = new float[BQ];
+            java.util.Arrays.fill(m, Float.NEGATIVE_INFINITY);
+            for (int r = 0; r < rows; r++) {
+                MemorySegment.copy(q, F, ((((long) b * tq + i0 + r) * heads + h) * d) * 4, qs, r * dp, d);
+            }
+            long kvBase = b * kvBatchStride;
+            int keys = qPos0 + i0 + rows; // keys 0 … keys-1 are visible to some row of this block
+            for (int j0 = 0; j0 < keys; j0 += BK) {
+                int bk = Math.min(BK, keys - j0);
+                loadKeys(k, v, kvBase, kvHeads, kh, d, dp, j0, bk, kt, vb, tmp);
+                for (int r = 0; r < rows; r++) {
+                    int limit = Math.min(bk, qPos0 + i0 + r + 1 - j0);
+                    if (limit <= 0) continue;
+                    int nv = (limit + VL - 1) / VL;
+                    float bmax = scores(qs, r * dp, kt, d, nv, limit, scale, p);
+                    float mOld = m[r], mNew = Math.max(mOld, bmax);
+                    float corr = mOld == Float.NEGATIVE_INFINITY ? 0f : VMath.exp(mOld - mNew);
+                    FloatVector mv = FloatVector.broadcast(S, mNew), sum = FloatVector.zero(S);
+                    for (int jv = 0; jv < nv; jv++) {
+                        FloatVector e = FloatVector.fromArray(S, p, jv * VL).sub(mv);
+                        e = VMath.exp(e);
+                        e.intoArray(p, jv * VL);
+                        sum = sum.add(e);
+                    }
+                    m[r] = mNew;
+                    l[r] = l[r] * corr + VMath.sum(sum);
+                    accumulatePV(o, r * dp, dp, corr, p, vb, limit);
+                }
+            }
+            for (int r = 0; r < rows; r++) {
+                float inv = 1f / l[r];
+                for (int c = 0; c < d; c++) tmp[c] = o[r * dp + c] * inv;
+                MemorySegment.copy(tmp, 0, out, F, ((((long) b * tq + i0 + r) * heads + h) * d) * 4, d);
+                if (lse != null) lse.setAtIndex(F, ((long) b * heads + h) * tq + i0 + r, m[r] + (float) StrictMath.log(l[r]));
+            }
+        });
+    }
+
+    /** kt[c][j] = K[j0+j][c] and vb[j][c] = V[j0+j][c] for j < bk; the rest zero. */
+    private static void loadKeys(MemorySegment k, MemorySegment v, long kvBase, int kvHeads, int kh, int d, int dp,
+                                 int j0, int bk, float[] kt, float[] vb, float[] tmp) {
+        for (int j = 0; j < BK; j++) {
+            if (j < bk) {
+                long off = (kvBase + ((long) (j0 + j) * kvHeads + kh) * d) * 4;
+                MemorySegment.copy(k, F, off, tmp, 0, d);
+                for (int c = 0; c < d; c++) kt[c * BK + j] = tmp[c];
+                MemorySegment.copy(v, F, off, vb, j * dp, d);
+            } else {
+                for (int c = 0; c < d; c++) kt[c * BK + j] = 0f;
+                java.util.Arrays.fill(vb, j * dp, j * dp + d, 0f);
+            }
+        }
+    }
+
+    /** s[j] = scale · (row · kt[·][j]) for j < limit, −∞ beyond; returns the max. Writes nv vectors of s. */
+    private static float scores(float[] row, int ro, float[] kt, int d, int nv, int limit, float scale, float[] s) {
+        FloatVector max = FloatVector.broadcast(S, Float.NEGATIVE_INFINITY);
+        FloatVector ninf = max;
+        for (int jv = 0; jv < nv; jv++) {
+            FloatVector acc = FloatVector.zero(S);
+            for (int c = 0; c < d; c++) {
+                acc = FloatVector.fromArray(S, kt, c * BK + jv * VL).fma(FloatVector.broadcast(S, row[ro + c]), acc);
+            }
+            acc = acc.mul(scale);
+            VectorMask<Float> valid = S.indexInRange(jv * VL, limit);
+            acc = ninf.blend(acc, valid);
+            acc.intoArray(s, jv * VL);
+            max = max.max(acc);
+        }
+        return max.reduceLanes(VectorOperators.MAX);
+    }
+
+    /** o[row] = o[row] · corr + Σ_{j<limit} p[j] · vb[j]. */
+    private static void accumulatePV(float[] o, int oo, int dp, float corr, float[] p, float[] vb, int limit) {
+        for (int cv = 0; cv < dp; cv += VL) {
+            FloatVector acc = FloatVector.fromArray(S, o, oo + cv).mul(corr);
+            for (int j = 0; j < limit; j++) {
+                acc = FloatVector.fromArray(S, vb, j * dp + cv).fma(FloatVector.broadcast(S, p[j]), acc);
+            }
+            acc.intoArray(o, oo + cv);
+        }
+    }
+
+    // ---- backward -------------------------------------------------------------------------------------------------
+
+    public static void backward(Parallel par, MemorySegment dOut, MemorySegment q, MemorySegment k, MemorySegment v,
+                                MemorySegment out, MemorySegment lse, MemorySegment dq, MemorySegment dk,
+                                MemorySegment dv, int batch, int t, int heads, int kvHeads, int d) {
+        int group = heads / kvHeads, dp = padded(d);
+        float scale = (float) (1.0 / Math.sqrt(d));
+        // delta[b,h,i] = dO·O = Σ_j p_j dP_j, laid out like lse (B,H,T).
+        float[] delta = new float[batch * heads * t];
+        par.forEach(batch * heads, bh -> {
+            int b = bh / heads, h = bh % heads;
+            for (int i = 0; i < t; i++) {
+                long off = ((((long) b * t + i) * heads + h) * d) * 4;
+                delta[bh * t + i] = (float) RmsNorm.dot(dOut, off, out, off, d);
+            }
+        });
+        int kBlocks = Parallel.chunks(t, BK);
+        par.forEach(batch * kvHeads * kBlocks, task -> {
+            int kb = task % kBlocks, bkh = task / kBlocks, kh = bkh % kvHeads, b = bkh / kvHeads;
+            dkdv(dOut, q, k, v, lse, dk, dv, delta, b, kh, kb * BK, t, heads, kvHeads, group, d, dp, scale);
+        });
+        int qBlocks = Parallel.chunks(t, BQ);
+        par.forEach(batch * heads * qBlocks, task -> {
+            int qb = task % qBlocks, bh = task / qBlocks, h = bh % heads, b = bh / heads;
+            dqBlock(dOut, q, k, v, lse, dq, delta, b, h, qb * BQ, t, heads, kvHeads, group, d, dp, scale);
+        });
+    }
+
+    /** Row-block loads: dst[r][0..d) = src row of (b, i0+r, head) for r < rows, in a [BQ][dp] array. */
+    private static void loadRows(MemorySegment src, int b, int i0, int rows, int t, int nHeads, int head, int d,
+                                 int dp, float[] dst) {
+        for (int r = 0; r < rows; r++) {
+            MemorySegment.copy(src, F, ((((long) b * t + i0 + r) * nHeads + head) * d) * 4, dst, r * dp, d);
+        }
+        for (int r = rows; r < BQ; r++) java.util.Arrays.fill(dst, r * dp, r * dp + d, 0f);
+    }
+
+    /** kt/vt[c][j] = K/V[j0+j][c] transposed, kr[j][c] = K rows; padded with zeros. */
+    private static void loadKeysT(MemorySegment k, MemorySegment v, int b, int t, int kvHeads, int kh, int d, int dp,
+                                  int j0, int bk, float[] kt, float[] vt, float[] kr, float[] vr, float[] tmp) {
+        for (int j = 0; j < BK; j++) {
+            if (j < bk) {
+                long off = ((((long) b * t + j0 + j) * kvHeads + kh) * d) * 4;
+                MemorySegment.copy(k, F, off, tmp, 0, d);
+                for (int c = 0; c < d; c++) kt[c * BK + j] = tmp[c];
+                if (kr != null) System.arraycopy(tmp, 0, kr, j * dp, d);
+                MemorySegment.copy(v, F, off, tmp, 0, d);
+                for (int c = 0; c < d; c++) vt[c * BK + j] = tmp[c];
+                if (vr != null) System.arraycopy(tmp, 0, vr, j * dp, d);
+            } else {
+                for (int c = 0; c < d; c++) {
+                    kt[c * BK + j] = 0f;
+                    vt[c * BK + j] = 0f;
+                }
+                if (kr != null) java.util.Arrays.fill(kr, j * dp, j * dp + d, 0f);
+                if (vr != null) java.util.Arrays.fill(vr, j * dp, j * dp + d, 0f);
+            }
+        }
+    }
+
+    /**
+     * For one query row: P[j] = exp(scale·q·k_j − lse) and dS[j] = P[j]·(dO·v_j − delta)·scale for j < limit,
+     * zero beyond (nv vectors written).
+     */
+    private static void probs(float[] qs, float[] dos, int ro, float[] kt, float[] vt, int d, int limit, float scale,
+                              float lse, float delta, float[] p, float[] ds, int po) {
+        for (int jv = 0; jv < NV; jv++) {
+            VectorMask<Float> valid = S.indexInRange(jv * VL, limit);
+            if (!valid.anyTrue()) {
+                FloatVector.zero(S).intoArray(p, po + jv * VL);
+                FloatVector.zero(S).intoArray(ds, po + jv * VL);
+                continue;
+            }
+            FloatVector s = FloatVector.zero(S), dpv = FloatVector.zero(S);
+            for (int c = 0; c < d; c++) {
+                int ki = c * BK + jv * VL;
+                s = FloatVector.fromArray(S, kt, ki).fma(FloatVector.broadcast(S, qs[ro + c]), s);
+                dpv = FloatVector.fromArray(S, vt, ki).fma(FloatVector.broadcast(S, dos[ro + c]), dpv);
+            }
+            FloatVector pv = VMath.exp(s.mul(scale).sub(lse));
+            pv = FloatVector.zero(S).blend(pv, valid);
+            pv.intoArray(p, po + jv * VL);
+            pv.mul(dpv.sub(delta)).mul(scale).intoArray(ds, po + jv * VL);
+        }
+    }
+
+    private static void dkdv(MemorySegment dOut, MemorySegment q, MemorySegment k, MemorySegment v, MemorySegment lse,
+                             MemorySegment dk, MemorySegment dv, float[] delta, int b, int kh, int j0, int t,
+                             int heads, int kvHeads, int group, int d, int dp, float scale) {
+        int bk = Math.min(BK, t - j0);
+        float[] kt = new float[d * BK], vt = new float[d * BK], tmp = new float[d];
+        float[] qs = new float[BQ * dp], dos = new float[BQ * dp];
+        float[] p = new float[BQ * BK], ds = new float[BQ * BK];
+        float[] dkAcc = new float[BK * dp], dvAcc = new float[BK * dp];
+        loadKeysT(k, v, b, t, kvHeads, kh, d, dp, j0, bk, kt, vt, null, null, tmp);
+        for (int g = 0; g < group; g++) {
+            int h = kh * group + g;
+            for (int i0 = j0; i0 < t; i0 += BQ) {
+                int rows = Math.min(BQ, t - i0);
+                loadRows(q, b, i0, rows, t, heads, h, d, dp, qs);
+                loadRows(dOut, b, i0, rows, t, heads, h, d, dp, dos);
+                for (int r = 0; r < rows; r++) {
+                    int i = i0 + r, limit = Math.min(bk, i - j0 + 1);
+                    int li = (b * heads + h) * t + i;
+                    probs(qs, dos, r * dp, kt, vt, d, limit, scale, lse.getAtIndex(F, li), delta[li], p, ds, r * BK);
+                }
+                // dv[j] += Σ_r P[r][j]·dO[r]; dk[j] += Σ_r dS[r][j]·q[r]
+                int jEnd = Math.min(bk, i0 + rows - j0);
+                for (int j = 0; j < jEnd; j++) {
+                    for (int cv = 0; cv < dp; cv += VL) {
+                        FloatVector av = FloatVector.fromArray(S, dvAcc, j * dp + cv);
+                        FloatVector ak = FloatVector.fromArray(S, dkAcc, j * dp + cv);
+                        for (int r = 0; r < rows; r++) {
+                            av = FloatVector.fromArray(S, dos, r * dp + cv).fma(FloatVector.broadcast(S, p[r * BK + j]), av);
+                            ak = FloatVector.fromArray(S, qs, r * dp + cv).fma(FloatVector.broadcast(S, ds[r * BK + j]), ak);
+                        }
+                        av.intoArray(dvAcc, j * dp + cv);
+                        ak.intoArray(dkAcc, j * dp + cv);
+                    }
+                }
+            }
+        }
+        for (int j = 0; j < bk; j++) {
+            long off = ((((long) b * t + j0 + j) * kvHeads + kh) * d) * 4;
+            MemorySegment.copy(dkAcc, j * dp, dk, F, off, d);
+            MemorySegment.copy(dvAcc, j * dp, dv, F, off, d);
+        }
+    }
+
+    private static void dqBlock(MemorySegment dOut, MemorySegment q, MemorySegment k, MemorySegment v,
+                                MemorySegment lse, MemorySegment dq, float[] delta, int b, int h, int i0, int t,
+                                int heads, int kvHeads, int group, int d, int dp, float scale) {
+        int kh = h / group, rows = Math.min(BQ, t - i0);
+        float[] kt = new float[d * BK], vt = new float[d * BK], kr = new float[BK * dp], tmp = new float[d];
+        float[] qs = new float[BQ * dp], dos = new float[BQ * dp], dqAcc = new float[BQ * dp];
+        float[] p = new float[BK], ds = new float[BK];
+        loadRows(q, b, i0, rows, t, heads, h, d, dp, qs);
+        loadRows(dOut, b, i0, rows, t, heads, h, d, dp, dos);
+        int keys = i0 + rows;
+        for (int j0 = 0; j0 < keys; j0 += BK) {
+            int bk = Math.min(BK, keys - j0);
+            loadKeysT(k, v, b, t, kvHeads, kh, d, dp, j0, bk, kt, vt, kr, null, tmp);
+            for (int r = 0; r < rows; r++) {
+                int i = i0 + r, limit = Math.min(bk, i - j0 + 1);
+                if (limit <= 0) continue;
+                int li = (b * heads + h) * t + i;
+                probs(qs, dos, r * dp, kt, vt, d, limit, scale, lse.getAtIndex(F, li), delta[li], p, ds, 0);
+                for (int cv = 0; cv < dp; cv += VL) {
+                    FloatVector acc = FloatVector.fromArray(S, dqAcc, r * dp + cv);
+                    for (int j = 0; j < limit; j++) {
+                        acc = FloatVector.fromArray(S, kr, j * dp + cv).fma(FloatVector.broadcast(S, ds[j]), acc);
+                    }
+                    acc.intoArray(dqAcc, r * dp + cv);
+                }
+            }
+        }
+        for (int r = 0; r < rows; r++) {
+            MemorySegment.copy(dqAcc, r * dp, dq, F, ((((long) b * t + i0 + r) * heads + h) * d) * 4, d);
+        }
+    }
+}

@@ -1,0 +1,94 @@
+package dev.crucible.cpu;
+
+import dev.crucible.backend.Backend;
+import dev.crucible.backend.Buffer;
+import dev.crucible.backend.HostBuffer;
+import dev.crucible.backend.Op;
+import dev.crucible.tensor.DType;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Random;
+import java.util.function.Function;
+
+/**
+ * Runs one op, built fresh from the same host arrays, on several backends and returns its outputs as arrays, so a
+ * test can compare them (NMSE against the reference, or bit for bit across thread counts).
+ */
+final class OpHarness {
+    private OpHarness() {}
+
+    /** Allocates buffers on one backend, initialised from host arrays. */
+    static final class Alloc {
+        final Backend backend;
+        final List<Buffer> owned = new ArrayList<>();
+
+        Alloc(Backend backend) { this.backend = backend; }
+
+        Buffer f32(float[] data) {
+            Buffer b = backend.allocate(DType.F32, data.length);
+            HostBuffer h = HostBuffer.of(b);
+            for (int i = 0; i < data.length; i++) h.setFloat(i, data[i]);
+            owned.add(b);
+            return b;
+        }
+
+        Buffer i32(int[] data) {
+            Buffer b = backend.allocate(DType.I32, data.length);
+            HostBuffer h = HostBuffer.of(b);
+            for (int i = 0; i < data.length; i++) h.setInt(i, data[i]);
+            owned.add(b);
+            return b;
+        }
+    }
+
+    /** Builds the op on {@code backend}, runs it, and returns each output (F32 as float[], I32 as int[]). */
+    static List<Object> run(Backend backend, Function<Alloc, Op> factory) {
+        Alloc alloc = new Alloc(backend);
+        Op op = factory.apply(alloc);
+        backend.run(op);
+        backend.synchronize();
+        List<Object> outs = new ArrayList<>();
+        for (Buffer b : op.outputs()) outs.add(read(b));
+        for (Buffer b : alloc.owned) b.close();
+        return outs;
+    }
+
+    static Object read(Buffer b) {
+        HostBuffer h = HostBuffer.of(b);
+        int n = (int) h.elements();
+        if (h.type() == DType.I32) {
+            int[] r = new int[n];
+            for (int i = 0; i < n; i++) r[i] = h.getInt(i);
+            return r;
+        }
+        float[] r = new float[n];
+        for (int i = 0; i < n; i++) r[i] = h.getFloat(i);
+        return r;
+    }
+
+    /** Σ(a−b)² / Σb² (plain Σ(a−b)² when b is all zero); NaN anywhere gives +∞. */
+    static double nmse(float[] got, float[] want) {
+        if (got.length != want.length) throw new AssertionError("length " + got.length + " != " + want.length);
+        double err = 0, ref = 0;
+        for (int i = 0; i < got.length; i++) {
+            if (Float.isNaN(got[i]) || Float.isNaN(want[i])) return Double.POSITIVE_INFINITY;
+            double d = (double) got[i] - want[i];
+            err += d * d;
+            ref += (double) want[i] * want[i];
+        }
+        return ref == 0 ? err : err / ref;
+    }
+
+    static float[] randn(Random r, int n, float scale) {
+        float[] x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = (float) r.nextGaussian() * scale;
+        return x;
+    }
+
+    static int[] randInts(Random r, int n, int bound) {
+        int[] x = new int[n];
+        for (int i = 0; i < n; i++) x[i] = r.nextInt(bound);
+        return x;
+    }
+}

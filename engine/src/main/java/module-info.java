@@ -1,0 +1,6 @@
+/** Inference: sampling and generation with a KV cache, over the same model definition used for training. */
+module dev.crucible.engine {
+    requires transitive dev.crucible.model;
+    requires transitive dev.crucible.formats;
+    exports dev.crucible.engine;
+}

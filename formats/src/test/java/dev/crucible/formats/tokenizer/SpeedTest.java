@@ -1,0 +1,38 @@
+package dev.crucible.formats.tokenizer;
+
+import org.junit.jupiter.api.Test;
+
+import java.io.IOException;
+import java.nio.file.Files;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** Loose speed checks that catch order-of-magnitude regressions; the printed figures are the real output. */
+class SpeedTest {
+    @Test
+    void loadsO200kQuickly() {
+        var dir = SharedFiles.tokenizers();
+        Tokenizer.named("gpt2", dir); // warm up the JIT and class loading
+        long t0 = System.nanoTime();
+        Tokenizer t = Tokenizer.named("o200k_base", dir);
+        double seconds = (System.nanoTime() - t0) / 1e9;
+        System.out.printf("load o200k_base: %.3f s (%d ids)%n", seconds, t.vocabSize());
+        assertTrue(seconds < 2.0, "loading o200k_base took " + seconds + " s");
+    }
+
+    @Test
+    void encodesShakespeareQuickly() throws IOException {
+        String text = Files.readString(SharedFiles.shakespeare());
+        Tokenizer t = Tokenizer.named("gpt2", SharedFiles.tokenizers());
+        int[] ids = t.encode(text); // first pass: JIT and cache warm-up
+        long t0 = System.nanoTime();
+        int rounds = 3;
+        for (int i = 0; i < rounds; i++) ids = t.encode(text);
+        double seconds = (System.nanoTime() - t0) / 1e9 / rounds;
+        System.out.printf("gpt2 encode tinyshakespeare: %d tokens, %.3f s, %.2f M tokens/s, %.1f MB/s%n",
+                ids.length, seconds, ids.length / seconds / 1e6, text.length() / seconds / 1e6);
+        assertEquals(text, t.decode(ids));
+        assertTrue(seconds < 5, "encoding took " + seconds + " s");
+    }
+}
