@@ -23,7 +23,9 @@ public record CaseResult(String backend, String op, String shape, DType dtype, C
         /** Outputs against the reference backend's, on the same inputs; guards; determinism. */
         REFERENCE,
         /** A backward op's gradient against central finite differences of the reference forward. */
-        GRADIENT
+        GRADIENT,
+        /** Two backends (or one at two thread counts) that must agree bit for bit. */
+        BITWISE
     }
 
     public enum Status { PASS, FAIL, UNSUPPORTED }
@@ -34,7 +36,11 @@ public record CaseResult(String backend, String op, String shape, DType dtype, C
 
     @Override
     public String toString() {
-        String kind = check == Check.REFERENCE ? "nmse" : "fd rel";
+        String kind = switch (check) {
+            case REFERENCE -> "nmse";
+            case GRADIENT -> "fd rel";
+            case BITWISE -> "diffs";
+        };
         String s = String.format("%-4s %-18s %-3s %-44s %s %.3g (tol %.0g)", status == Status.UNSUPPORTED ? "n/a"
                 : status.name(), op, dtype, shape, kind, error, tolerance);
         return reason.isEmpty() ? s : s + ": " + reason;

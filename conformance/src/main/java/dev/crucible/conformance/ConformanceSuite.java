@@ -141,6 +141,52 @@ public final class ConformanceSuite {
                 String.join("; ", reasons));
     }
 
+    /**
+     * Runs every case on two backends that must agree bit for bit, typically one backend at two thread counts
+     * (DESIGN §4: the same bits on any number of threads). {@code reference} only generates inputs. A case either
+     * backend declines is reported unsupported.
+     */
+    public Report sameBits(Backend candidate, Backend other, Backend reference, long seed,
+                           Consumer<CaseResult> progress) {
+        long start = System.nanoTime();
+        List<CaseResult> results = new ArrayList<>();
+        for (OpCase c : cases) {
+            CaseResult r;
+            try {
+                Map<String, HostArray> inputs = c.generate(seed, reference);
+                Execution a = c.run(candidate, inputs), b = c.run(other, inputs);
+                if (!a.supported() || !b.supported()) {
+                    r = bitwise(c, candidate, Double.NaN, CaseResult.Status.UNSUPPORTED,
+                            (a.supported() ? other : candidate).name() + " does not support it");
+                } else {
+                    List<String> reasons = new ArrayList<>(a.problems());
+                    reasons.addAll(b.problems());
+                    long diffs = 0;
+                    for (int i = 0; i < a.outputs().size(); i++) {
+                        HostArray x = a.outputs().get(i), y = b.outputs().get(i);
+                        String diff = Compare.firstBitDifference(x, y);
+                        if (diff == null) continue;
+                        for (int j = 0; j < Math.min(x.length(), y.length()); j++) if (x.bits(j) != y.bits(j)) diffs++;
+                        reasons.add("'" + a.names().get(i) + "' differs from " + other.name() + ": " + diff);
+                    }
+                    r = bitwise(c, candidate, diffs, reasons.isEmpty() ? CaseResult.Status.PASS
+                            : CaseResult.Status.FAIL, String.join("; ", reasons));
+                }
+            } catch (RuntimeException e) {
+                r = bitwise(c, candidate, Double.NaN, CaseResult.Status.FAIL, "threw " + describe(e));
+            }
+            results.add(r);
+            if (progress != null) progress.accept(r);
+        }
+        return new Report(candidate.name(), other.name(), seed, results, Duration.ofNanos(System.nanoTime() - start));
+    }
+
+    private static CaseResult bitwise(OpCase c, Backend candidate, double diffs, CaseResult.Status status,
+                                      String reason) {
+        return new CaseResult(candidate.name(), c.op(), c.shape(), c.dtype(), CaseResult.Check.BITWISE, diffs, 0,
+                status, reason);
+    }
+
     private static CaseResult result(OpCase c, Backend candidate, double error, CaseResult.Status status,
                                      String reason) {
         return new CaseResult(candidate.name(), c.op(), c.shape(), c.dtype(), CaseResult.Check.REFERENCE, error,

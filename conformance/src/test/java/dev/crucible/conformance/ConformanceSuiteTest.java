@@ -164,6 +164,20 @@ class ConformanceSuiteTest {
     }
 
     @Test
+    void sameBitsFindsDifferingBackends() {
+        ConformanceSuite suite = new ConformanceSuite().only("MatMul", "Add");
+        try (FaultyBackend faulty = new FaultyBackend(FaultyBackend.Fault.PERTURB_MATMUL);
+             RefBackend a = new RefBackend(); RefBackend b = new RefBackend()) {
+            assertTrue(suite.sameBits(a, b, a, SEED, null).passed());
+            Report report = suite.sameBits(faulty, a, a, SEED, null);
+            for (CaseResult r : report.results()) {
+                assertEquals(r.op().equals("MatMul") ? CaseResult.Status.FAIL : CaseResult.Status.PASS, r.status(),
+                        r.toString());
+            }
+        }
+    }
+
+    @Test
     void nmseAndNonFiniteRules() {
         HostArray zeros = HostArray.f32(0, 0, 0, 0);
         assertEquals(0.25, Compare.nmse(HostArray.f32(1, 0, 0, 0), zeros), 1e-15); // all-zero reference: plain MSE

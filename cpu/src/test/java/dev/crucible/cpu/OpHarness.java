@@ -6,6 +6,7 @@ import dev.crucible.backend.HostBuffer;
 import dev.crucible.backend.Op;
 import dev.crucible.tensor.DType;
 
+import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
@@ -27,16 +28,14 @@ final class OpHarness {
 
         Buffer f32(float[] data) {
             Buffer b = backend.allocate(DType.F32, data.length);
-            HostBuffer h = HostBuffer.of(b);
-            for (int i = 0; i < data.length; i++) h.setFloat(i, data[i]);
+            MemorySegment.copy(data, 0, HostBuffer.seg(b), HostBuffer.F32, 0, data.length);
             owned.add(b);
             return b;
         }
 
         Buffer i32(int[] data) {
             Buffer b = backend.allocate(DType.I32, data.length);
-            HostBuffer h = HostBuffer.of(b);
-            for (int i = 0; i < data.length; i++) h.setInt(i, data[i]);
+            MemorySegment.copy(data, 0, HostBuffer.seg(b), HostBuffer.I32, 0, data.length);
             owned.add(b);
             return b;
         }
@@ -59,11 +58,11 @@ final class OpHarness {
         int n = (int) h.elements();
         if (h.type() == DType.I32) {
             int[] r = new int[n];
-            for (int i = 0; i < n; i++) r[i] = h.getInt(i);
+            MemorySegment.copy(h.segment(), HostBuffer.I32, 0, r, 0, n);
             return r;
         }
         float[] r = new float[n];
-        for (int i = 0; i < n; i++) r[i] = h.getFloat(i);
+        MemorySegment.copy(h.segment(), HostBuffer.F32, 0, r, 0, n);
         return r;
     }
 

@@ -49,7 +49,7 @@ public record TrainConfig(LlamaConfig model, OptimizerConfig optim, int batch, i
         d.put("model.dim", 128);
         d.put("model.layers", 4);
         d.put("model.heads", 4);
-        d.put("model.kv_heads", 4);
+        d.put("model.kv_heads", 0); // 0: same as heads (plain multi-head attention)
         d.put("model.ffn", 384);
         d.put("model.context", 128);
         d.put("model.rope_theta", 10000.0);
@@ -110,7 +110,7 @@ public record TrainConfig(LlamaConfig model, OptimizerConfig optim, int batch, i
         }
         Reader r = new Reader(v);
         LlamaConfig model = new LlamaConfig(r.i("model.vocab"), r.i("model.dim"), r.i("model.layers"), r.i("model.heads"),
-                r.i("model.kv_heads"), r.i("model.ffn"), r.i("model.context"), (float) r.d("model.rope_theta"),
+                r.i("model.kv_heads") == 0 ? r.i("model.heads") : r.i("model.kv_heads"), r.i("model.ffn"), r.i("model.context"), (float) r.d("model.rope_theta"),
                 (float) r.d("model.norm_eps"), r.b("model.tied"));
         OptimizerConfig optim = new OptimizerConfig(r.d("optim.lr"), r.d("optim.min_lr"), r.i("optim.warmup"),
                 r.d("optim.beta1"), r.d("optim.beta2"), r.d("optim.eps"), r.d("optim.weight_decay"), r.d("optim.clip"));

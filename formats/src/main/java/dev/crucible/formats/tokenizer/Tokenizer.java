@@ -14,13 +14,14 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
 import java.util.Comparator;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 import java.util.OptionalInt;
-import java.util.concurrent.ConcurrentHashMap;
+import java.util.Set;
 import java.util.function.IntConsumer;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -59,7 +60,7 @@ public final class Tokenizer {
 
     /** Pre-tokens longer than this (in chars) are not cached: they are rare and would crowd out the common ones. */
     private static final int CACHE_MAX_PIECE = 64;
-    private static final int CACHE_MAX_ENTRIES = 1 << 17;
+    private static final int CACHE_SLOTS = 1 << 16;
 
     private final String name;
     private final String pattern;
@@ -72,7 +73,7 @@ public final class Tokenizer {
     private final Pattern specialSplitter;
     private final Normalizer.Form normalizer;
     private final String chatTemplate;
-    private final ConcurrentHashMap<String, int[]> cache;
+    private final CachedPiece[] cache;
     private volatile List<int[]> derivedMerges;
 
     /**
@@ -105,7 +106,7 @@ public final class Tokenizer {
         this.specialSplitter = splitter(specials.keySet());
         this.normalizer = normalizer;
         this.chatTemplate = chatTemplate;
-        this.cache = new ConcurrentHashMap<>();
+        this.cache = new CachedPiece[CACHE_SLOTS];
     }
 
     private Tokenizer(Tokenizer base, String chatTemplate) {
@@ -124,7 +125,7 @@ public final class Tokenizer {
     }
 
     /** Longest special first, so that one special that is a prefix of another cannot hide it. */
-    private static Pattern splitter(java.util.Set<String> specials) {
+    private static Pattern splitter(Set<String> specials) {
         if (specials.isEmpty()) return null;
         List<String> sorted = new ArrayList<>(specials);
         sorted.sort(Comparator.comparingInt(String::length).reversed().thenComparing(Comparator.naturalOrder()));
@@ -180,10 +181,11 @@ public final class Tokenizer {
             throw new IllegalArgumentException("invalid pre-tokenizer pattern: " + e.getMessage(), e);
         }
         Pattern specialCut = splitter(new HashSet<>(specialTokens));
-        Map<String, long[]> counts = new java.util.HashMap<>();
+        Map<String, long[]> counts = new HashMap<>();
         for (String text : texts) {
             for (String segment : specialCut == null ? new String[] {text} : specialCut.split(text, -1)) {
-                forEachPiece(regex, segment, piece -> counts.computeIfAbsent(piece, k -> new long[1])[0]++);
+                forEachPiece(regex, segment,
+                        (s, from, to) -> counts.computeIfAbsent(s.substring(from, to), k -> new long[1])[0]++);
             }
         }
         BpeTrainer.Result learned = BpeTrainer.train(counts, merges, progress == null ? i -> { } : progress);
@@ -296,7 +298,13 @@ public final class Tokenizer {
 
     private void encodeOrdinary(String text, IntList out) {
         String t = normalizer == null ? text : Normalizer.normalize(text, normalizer);
-        forEachPiece(regex, t, piece -> out.addAll(encodePiece(piece)));
+        forEachPiece(regex, t, (s, from, to) -> out.addAll(encodePiece(s, from, to)));
+    }
+
+    /** Receives a pre-token as a range of a text, so that cache hits need no substring. */
+    @FunctionalInterface
+    interface PieceSink {
+        void accept(String text, int start, int end);
     }
 
     /**
@@ -304,28 +312,41 @@ public final class Tokenizer {
      * text is lost whatever the pattern (the tokenizers library's "Isolated" split; the built-in patterns match
      * everything, so for them this is exactly tiktoken's split).
      */
-    private static void forEachPiece(Pattern regex, String text, java.util.function.Consumer<String> sink) {
+    private static void forEachPiece(Pattern regex, String text, PieceSink sink) {
         Matcher m = regex.matcher(text);
         int last = 0;
         while (m.find()) {
             if (m.start() == m.end()) continue;
-            if (m.start() > last) sink.accept(text.substring(last, m.start()));
-            sink.accept(text.substring(m.start(), m.end()));
+            if (m.start() > last) sink.accept(text, last, m.start());
+            sink.accept(text, m.start(), m.end());
             last = m.end();
         }
-        if (last < text.length()) sink.accept(text.substring(last));
+        if (last < text.length()) sink.accept(text, last, text.length());
     }
 
-    private int[] encodePiece(String piece) {
-        int[] ids = cache.get(piece);
-        if (ids != null) return ids;
+    /**
+     * A direct-mapped cache: a slot holds the last piece that hashed to it. Entries are immutable and published by
+     * a single reference write, so threads may share the array without locks (at worst they recompute a piece).
+     */
+    private int[] encodePiece(String text, int start, int end) {
+        int len = end - start;
+        if (len > CACHE_MAX_PIECE) return model.encode(text.substring(start, end).getBytes(StandardCharsets.UTF_8));
+        int h = len;
+        for (int i = start; i < end; i++) h = 31 * h + text.charAt(i);
+        h ^= h >>> 15;
+        h *= 0x2C1B3C6D;
+        h ^= h >>> 12;
+        int slot = h & (cache.length - 1);
+        CachedPiece hit = cache[slot];
+        if (hit != null && hit.piece.length() == len && hit.piece.regionMatches(0, text, start, len)) return hit.ids;
+        String piece = text.substring(start, end);
         // Unpaired surrogates become '?', as String.getBytes does; well-formed text round-trips exactly.
-        ids = model.encode(piece.getBytes(StandardCharsets.UTF_8));
-        if (piece.length() <= CACHE_MAX_PIECE) {
-            if (cache.size() >= CACHE_MAX_ENTRIES) cache.clear();
-            cache.put(piece, ids);
-        }
+        int[] ids = model.encode(piece.getBytes(StandardCharsets.UTF_8));
+        cache[slot] = new CachedPiece(piece, ids);
         return ids;
+    }
+
+    private record CachedPiece(String piece, int[] ids) {
     }
 
     // ---------------------------------------------------------------- decoding

@@ -1,0 +1,165 @@
+package dev.crucible.cli;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.stream.Stream;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The CLI as a user drives it: a small end-to-end run, and one clear message for each kind of bad input. */
+class CliTest {
+    record Run(int code, String out, String err) {}
+
+    static synchronized Run run(String... args) {
+        PrintStream oldOut = System.out, oldErr = System.err;
+        ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
+        try {
+            System.setOut(new PrintStream(out, true, StandardCharsets.UTF_8));
+            System.setErr(new PrintStream(err, true, StandardCharsets.UTF_8));
+            int code = Main.execute(args);
+            return new Run(code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
+        } finally {
+            System.setOut(oldOut);
+            System.setErr(oldErr);
+        }
+    }
+
+    /** A user error: exit 2, one "error:" line that mentions {@code expected}, and no stack trace. */
+    static void userError(Run r, String expected) {
+        assertEquals(Main.USER_ERROR, r.code(), "exit code; stderr: " + r.err());
+        assertTrue(r.err().startsWith("error: "), "stderr: " + r.err());
+        assertTrue(r.err().contains(expected), "expected '" + expected + "' in: " + r.err());
+        assertFalse(r.err().contains("\tat "), "stack trace in: " + r.err());
+    }
+
+    static Path corpus(Path dir) throws Exception {
+        Path text = dir.resolve("corpus.txt");
+        StringBuilder sb = new StringBuilder();
+        for (int i = 0; i < 400; i++) sb.append("the quick brown fox jumps over the lazy dog ").append(i).append('\n');
+        Files.writeString(text, sb);
+        return text;
+    }
+
+    @Test
+    void prepareTrainResumeGeneratePlot(@TempDir Path dir) throws Exception {
+        Path data = dir.resolve("shards"), run = dir.resolve("run");
+        Run prep = run("data", "prepare", "--out", data.toString(), corpus(dir).toString());
+        assertEquals(0, prep.code(), prep.err());
+        assertTrue(Files.exists(data.resolve("tokenizer.json")));
+
+        String[] train = {"train", "--data", data.toString(), "--out", run.toString(), "--dim", "32", "--layers", "2",
+                "--heads", "4", "--kv-heads", "2", "--ffn", "64", "--context", "32", "--seq-len", "32", "--batch", "4",
+                "--steps", "6", "--checkpoint-interval", "3", "--eval-interval", "3", "--eval-batches", "1", "--log-interval", "1",
+                "--lr", "3e-3", "--warmup", "2", "--threads", "2"};
+        Run t = run(train);
+        assertEquals(0, t.code(), t.err());
+        assertTrue(Files.exists(run.resolve("checkpoints/step-00000006/DONE")), t.out());
+        assertTrue(Files.exists(run.resolve("loss.png")));
+        long trainLines;
+        try (Stream<String> s = Files.lines(run.resolve("metrics.jsonl"))) {
+            trainLines = s.filter(l -> l.contains("\"train\"")).count();
+        }
+        assertEquals(6, trainLines);
+
+        // Same run directory, more steps: resumes from step 6 instead of starting over.
+        String[] more = train.clone();
+        more[java.util.Arrays.asList(more).indexOf("--steps") + 1] = "8";
+        Run t2 = run(more);
+        assertEquals(0, t2.code(), t2.err());
+        assertTrue(t2.out().contains("resumed from"), t2.out());
+        assertTrue(Files.exists(run.resolve("checkpoints/step-00000008/DONE")));
+
+        Run g = run("generate", "--checkpoint", run.toString(), "--prompt", "the quick", "--max-tokens", "12", "--threads", "1");
+        assertEquals(0, g.code(), g.err());
+        assertFalse(g.out().isBlank());
+        Run s1 = run("generate", "-c", run.toString(), "-p", "the", "--max-tokens", "16", "--temperature", "1", "--seed", "5");
+        Run s2 = run("generate", "-c", run.toString(), "-p", "the", "--max-tokens", "16", "--temperature", "1", "--seed", "5");
+        assertEquals(s1.out(), s2.out(), "same seed, same text");
+
+        Run p = run("plot", run.toString());
+        assertEquals(0, p.code(), p.err());
+    }
+
+    @Test
+    void badTrainingInputs(@TempDir Path dir) throws Exception {
+        Path data = dir.resolve("shards");
+        assertEquals(0, run("data", "prepare", "--out", data.toString(), corpus(dir).toString()).code());
+        String d = data.toString(), out = dir.resolve("run").toString();
+
+        userError(run("train", "--data", dir.resolve("nope").toString(), "--out", out), "data directory not found");
+        userError(run("train", "--out", out), "no training data");
+        userError(run("train", "--data", d, "--out", out, "--dim", "30", "--heads", "4"), "not divisible by heads");
+        userError(run("train", "--data", d, "--out", out, "--heads", "4", "--kv-heads", "3"), "not divisible by kv-heads");
+        userError(run("train", "--data", d, "--out", out, "--seq-len", "256", "--context", "128"), "exceeds model.context");
+        userError(run("train", "--data", d, "--out", out, "--set", "model.dimm=3"), "unknown key 'model.dimm'");
+
+        Path toml = dir.resolve("bad.toml");
+        Files.writeString(toml, "[model]\ndim = 64\nwidth = 3\n");
+        userError(run("train", "--config", toml.toString(), "--data", d, "--out", out), "unknown key 'model.width'");
+        Files.writeString(toml, "[model\ndim = ");
+        userError(run("train", "--config", toml.toString(), "--data", d, "--out", out), "not valid TOML");
+        Path json = dir.resolve("c.json");
+        Files.writeString(json, "{\"train\": {\"batch\": \"many\"}}");
+        userError(run("train", "--config", json.toString(), "--data", d, "--out", out), "train.batch must be an integer");
+        userError(run("train", "--config", dir.resolve("missing.toml").toString(), "--data", d), "config file not found");
+        assertFalse(Files.exists(dir.resolve("run/checkpoints")), "failed runs write no checkpoints");
+    }
+
+    @Test
+    void badDataAndTokenizerInputs(@TempDir Path dir) throws Exception {
+        Path empty = dir.resolve("empty.txt");
+        Files.writeString(empty, "");
+        userError(run("data", "prepare", "--out", dir.resolve("o1").toString(), empty.toString()), "");
+        userError(run("data", "prepare", "--out", dir.resolve("o2").toString(), dir.resolve("missing.txt").toString()), "missing.txt");
+        Path notTok = dir.resolve("tokenizer.json");
+        Files.writeString(notTok, "{\"model\": {\"type\": \"WordPiece\"}}");
+        userError(run("tokenizer", "encode", "--tokenizer", notTok.toString(), "--text", "hi"), "tokenizer.json");
+        Path text = dir.resolve("plain.txt");
+        Files.writeString(text, "just some words");
+        userError(run("tokenizer", "encode", "--tokenizer", text.toString(), "--text", "hi"), "plain.txt");
+        userError(run("tokenizer", "encode", "--tokenizer", "gpt2", "--tokenizer-dir", dir.toString(), "--text", "hi"), "gpt2");
+        userError(run("tokenizer", "decode", "--tokenizer", "bytes", "--text", "[1, 2, x]"), "JSON array");
+        userError(run("generate", "--checkpoint", dir.resolve("none").toString(), "--prompt", "x"), "no such checkpoint");
+        userError(run("train", "--nonsense"), "nonsense");
+        userError(run("plot", dir.toString()), "metrics.jsonl");
+    }
+
+    @Test
+    void corruptCheckpointIsReportedNotUsed(@TempDir Path dir) throws Exception {
+        Path data = dir.resolve("shards"), run = dir.resolve("run");
+        assertEquals(0, run("data", "prepare", "--out", data.toString(), corpus(dir).toString()).code());
+        Run t = run("train", "--data", data.toString(), "--out", run.toString(), "--dim", "16", "--layers", "1", "--heads", "2",
+                "--ffn", "32", "--context", "16", "--seq-len", "16", "--batch", "2", "--steps", "2", "--checkpoint-interval", "1");
+        assertEquals(0, t.code(), t.err());
+        Path newest = run.resolve("checkpoints/step-00000002/model.safetensors");
+        byte[] b = Files.readAllBytes(newest);
+        b[b.length - 3] ^= 0x40;
+        Files.write(newest, b);
+        // The corrupt newest checkpoint is named, skipped and left in place; the previous good one serves.
+        Run g = run("generate", "--checkpoint", run.toString(), "--prompt", "the", "--max-tokens", "4");
+        assertEquals(0, g.code(), g.err());
+        assertTrue(g.err().contains("step-00000002") && g.err().contains("SHA-256"), g.err());
+        assertTrue(Files.exists(newest));
+        userError(run("generate", "--checkpoint", run.resolve("checkpoints/step-00000002").toString(), "--prompt", "the"), "SHA-256");
+    }
+
+    @Test
+    void helpIsCompleteForEveryCommand() {
+        for (String[] cmd : new String[][]{{}, {"quickstart"}, {"train"}, {"generate"}, {"tokenizer"}, {"tokenizer", "train"},
+                {"tokenizer", "encode"}, {"tokenizer", "decode"}, {"data"}, {"data", "prepare"}, {"plot"}}) {
+            String[] args = java.util.Arrays.copyOf(cmd, cmd.length + 1);
+            args[cmd.length] = "--help";
+            Run r = run(args);
+            assertEquals(0, r.code(), String.join(" ", args) + ": " + r.err());
+            assertTrue(r.out().contains("Usage:"), String.join(" ", args));
+        }
+    }
+}
