@@ -34,7 +34,6 @@ public final class Attention {
     public static final int BQ = 32;
     /** Keys per block: a multiple of the vector length. */
     public static final int BK = 4 * VL;
-    static final int NV = BK / VL;
 
     static int padded(int d) {
         return (d + VL - 1) / VL * VL;
@@ -69,15 +68,9 @@ public final class Attention {
                     float bmax = scores(qs, r * dp, kt, d, nv, limit, scale, p);
                     float mOld = m[r], mNew = Math.max(mOld, bmax);
                     float corr = mOld == Float.NEGATIVE_INFINITY ? 0f : VMath.exp(mOld - mNew);
-                    FloatVector mv = FloatVector.broadcast(S, mNew), sum = FloatVector.zero(S);
-                    for (int jv = 0; jv < nv; jv++) {
-                        FloatVector e = FloatVector.fromArray(S, p, jv * VL).sub(mv);
-                        e = VMath.exp(e);
-                        e.intoArray(p, jv * VL);
-                        sum = sum.add(e);
-                    }
+                    float blockSum = VMath.exp(p, 0, p, 0, nv * VL, 1f, mNew); // masked lanes: e^−∞ = 0
                     m[r] = mNew;
-                    l[r] = l[r] * corr + VMath.sum(sum);
+                    l[r] = l[r] * corr + blockSum;
                     accumulatePV(o, r * dp, dp, corr, p, vb, limit);
                 }
             }
@@ -106,32 +99,48 @@ public final class Attention {
         }
     }
 
-    /** s[j] = scale · (row · kt[·][j]) for j < limit, −∞ beyond; returns the max. Writes nv vectors of s. */
+    /**
+     * s[j] = scale · (row · kt[·][j]) for j < limit, −∞ beyond; returns the max. Four independent accumulators (one
+     * per key vector) keep the FMA pipes busy; all BK lanes are computed (kt is zero-padded).
+     */
     private static float scores(float[] row, int ro, float[] kt, int d, int nv, int limit, float scale, float[] s) {
-        FloatVector max = FloatVector.broadcast(S, Float.NEGATIVE_INFINITY);
-        FloatVector ninf = max;
-        for (int jv = 0; jv < nv; jv++) {
-            FloatVector acc = FloatVector.zero(S);
-            for (int c = 0; c < d; c++) {
-                acc = FloatVector.fromArray(S, kt, c * BK + jv * VL).fma(FloatVector.broadcast(S, row[ro + c]), acc);
-            }
-            acc = acc.mul(scale);
-            VectorMask<Float> valid = S.indexInRange(jv * VL, limit);
-            acc = ninf.blend(acc, valid);
-            acc.intoArray(s, jv * VL);
-            max = max.max(acc);
+        FloatVector s0 = FloatVector.zero(S), s1 = s0, s2 = s0, s3 = s0;
+        for (int c = 0; c < d; c++) {
+            FloatVector qc = FloatVector.broadcast(S, row[ro + c]);
+            int ki = c * BK;
+            s0 = FloatVector.fromArray(S, kt, ki).fma(qc, s0);
+            s1 = FloatVector.fromArray(S, kt, ki + VL).fma(qc, s1);
+            s2 = FloatVector.fromArray(S, kt, ki + 2 * VL).fma(qc, s2);
+            s3 = FloatVector.fromArray(S, kt, ki + 3 * VL).fma(qc, s3);
         }
-        return max.reduceLanes(VectorOperators.MAX);
+        FloatVector ninf = FloatVector.broadcast(S, Float.NEGATIVE_INFINITY);
+        s0 = ninf.blend(s0.mul(scale), S.indexInRange(0, limit));
+        s1 = ninf.blend(s1.mul(scale), S.indexInRange(VL, limit));
+        s2 = ninf.blend(s2.mul(scale), S.indexInRange(2 * VL, limit));
+        s3 = ninf.blend(s3.mul(scale), S.indexInRange(3 * VL, limit));
+        s0.intoArray(s, 0);
+        s1.intoArray(s, VL);
+        s2.intoArray(s, 2 * VL);
+        s3.intoArray(s, 3 * VL);
+        return s0.max(s1).max(s2.max(s3)).reduceLanes(VectorOperators.MAX);
     }
 
     /** o[row] = o[row] · corr + Σ_{j<limit} p[j] · vb[j]. */
     private static void accumulatePV(float[] o, int oo, int dp, float corr, float[] p, float[] vb, int limit) {
         for (int cv = 0; cv < dp; cv += VL) {
-            FloatVector acc = FloatVector.fromArray(S, o, oo + cv).mul(corr);
-            for (int j = 0; j < limit; j++) {
-                acc = FloatVector.fromArray(S, vb, j * dp + cv).fma(FloatVector.broadcast(S, p[j]), acc);
+            FloatVector a0 = FloatVector.fromArray(S, o, oo + cv).mul(corr);
+            FloatVector a1 = FloatVector.zero(S), a2 = a1, a3 = a1;
+            int j = 0;
+            for (; j + 3 < limit; j += 4) {
+                a0 = FloatVector.fromArray(S, vb, j * dp + cv).fma(FloatVector.broadcast(S, p[j]), a0);
+                a1 = FloatVector.fromArray(S, vb, (j + 1) * dp + cv).fma(FloatVector.broadcast(S, p[j + 1]), a1);
+                a2 = FloatVector.fromArray(S, vb, (j + 2) * dp + cv).fma(FloatVector.broadcast(S, p[j + 2]), a2);
+                a3 = FloatVector.fromArray(S, vb, (j + 3) * dp + cv).fma(FloatVector.broadcast(S, p[j + 3]), a3);
             }
-            acc.intoArray(o, oo + cv);
+            for (; j < limit; j++) {
+                a0 = FloatVector.fromArray(S, vb, j * dp + cv).fma(FloatVector.broadcast(S, p[j]), a0);
+            }
+            a0.add(a1).add(a2.add(a3)).intoArray(o, oo + cv);
         }
     }
 
@@ -201,23 +210,33 @@ public final class Attention {
      */
     private static void probs(float[] qs, float[] dos, int ro, float[] kt, float[] vt, int d, int limit, float scale,
                               float lse, float delta, float[] p, float[] ds, int po) {
-        for (int jv = 0; jv < NV; jv++) {
-            VectorMask<Float> valid = S.indexInRange(jv * VL, limit);
-            if (!valid.anyTrue()) {
-                FloatVector.zero(S).intoArray(p, po + jv * VL);
-                FloatVector.zero(S).intoArray(ds, po + jv * VL);
-                continue;
-            }
-            FloatVector s = FloatVector.zero(S), dpv = FloatVector.zero(S);
-            for (int c = 0; c < d; c++) {
-                int ki = c * BK + jv * VL;
-                s = FloatVector.fromArray(S, kt, ki).fma(FloatVector.broadcast(S, qs[ro + c]), s);
-                dpv = FloatVector.fromArray(S, vt, ki).fma(FloatVector.broadcast(S, dos[ro + c]), dpv);
-            }
-            FloatVector pv = VMath.exp(s.mul(scale).sub(lse));
-            pv = FloatVector.zero(S).blend(pv, valid);
-            pv.intoArray(p, po + jv * VL);
-            pv.mul(dpv.sub(delta)).mul(scale).intoArray(ds, po + jv * VL);
+        FloatVector s0 = FloatVector.zero(S), s1 = s0, s2 = s0, s3 = s0, d0 = s0, d1 = s0, d2 = s0, d3 = s0;
+        for (int c = 0; c < d; c++) {
+            FloatVector qc = FloatVector.broadcast(S, qs[ro + c]), gc = FloatVector.broadcast(S, dos[ro + c]);
+            int ki = c * BK;
+            s0 = FloatVector.fromArray(S, kt, ki).fma(qc, s0);
+            s1 = FloatVector.fromArray(S, kt, ki + VL).fma(qc, s1);
+            s2 = FloatVector.fromArray(S, kt, ki + 2 * VL).fma(qc, s2);
+            s3 = FloatVector.fromArray(S, kt, ki + 3 * VL).fma(qc, s3);
+            d0 = FloatVector.fromArray(S, vt, ki).fma(gc, d0);
+            d1 = FloatVector.fromArray(S, vt, ki + VL).fma(gc, d1);
+            d2 = FloatVector.fromArray(S, vt, ki + 2 * VL).fma(gc, d2);
+            d3 = FloatVector.fromArray(S, vt, ki + 3 * VL).fma(gc, d3);
+        }
+        s0.intoArray(p, po);
+        s1.intoArray(p, po + VL);
+        s2.intoArray(p, po + 2 * VL);
+        s3.intoArray(p, po + 3 * VL);
+        d0.intoArray(ds, po);
+        d1.intoArray(ds, po + VL);
+        d2.intoArray(ds, po + 2 * VL);
+        d3.intoArray(ds, po + 3 * VL);
+        VMath.exp(p, po, p, po, BK, scale, lse);
+        FloatVector zero = FloatVector.zero(S);
+        for (int j = 0; j < BK; j += VL) {
+            FloatVector pv = zero.blend(FloatVector.fromArray(S, p, po + j), S.indexInRange(j, limit));
+            pv.intoArray(p, po + j);
+            pv.mul(FloatVector.fromArray(S, ds, po + j).sub(delta)).mul(scale).intoArray(ds, po + j);
         }
     }
 
@@ -245,14 +264,22 @@ public final class Attention {
                 int jEnd = Math.min(bk, i0 + rows - j0);
                 for (int j = 0; j < jEnd; j++) {
                     for (int cv = 0; cv < dp; cv += VL) {
-                        FloatVector av = FloatVector.fromArray(S, dvAcc, j * dp + cv);
-                        FloatVector ak = FloatVector.fromArray(S, dkAcc, j * dp + cv);
-                        for (int r = 0; r < rows; r++) {
+                        FloatVector av = FloatVector.fromArray(S, dvAcc, j * dp + cv), av1 = FloatVector.zero(S);
+                        FloatVector ak = FloatVector.fromArray(S, dkAcc, j * dp + cv), ak1 = FloatVector.zero(S);
+                        int r = 0;
+                        for (; r + 1 < rows; r += 2) {
+                            int o0 = r * dp + cv, o1 = o0 + dp, p0 = r * BK + j, p1 = p0 + BK;
+                            av = FloatVector.fromArray(S, dos, o0).fma(FloatVector.broadcast(S, p[p0]), av);
+                            ak = FloatVector.fromArray(S, qs, o0).fma(FloatVector.broadcast(S, ds[p0]), ak);
+                            av1 = FloatVector.fromArray(S, dos, o1).fma(FloatVector.broadcast(S, p[p1]), av1);
+                            ak1 = FloatVector.fromArray(S, qs, o1).fma(FloatVector.broadcast(S, ds[p1]), ak1);
+                        }
+                        for (; r < rows; r++) {
                             av = FloatVector.fromArray(S, dos, r * dp + cv).fma(FloatVector.broadcast(S, p[r * BK + j]), av);
                             ak = FloatVector.fromArray(S, qs, r * dp + cv).fma(FloatVector.broadcast(S, ds[r * BK + j]), ak);
                         }
-                        av.intoArray(dvAcc, j * dp + cv);
-                        ak.intoArray(dkAcc, j * dp + cv);
+                        av.add(av1).intoArray(dvAcc, j * dp + cv);
+                        ak.add(ak1).intoArray(dkAcc, j * dp + cv);
                     }
                 }
             }
@@ -283,11 +310,19 @@ public final class Attention {
                 int li = (b * heads + h) * t + i;
                 probs(qs, dos, r * dp, kt, vt, d, limit, scale, lse.getAtIndex(F, li), delta[li], p, ds, 0);
                 for (int cv = 0; cv < dp; cv += VL) {
-                    FloatVector acc = FloatVector.fromArray(S, dqAcc, r * dp + cv);
-                    for (int j = 0; j < limit; j++) {
-                        acc = FloatVector.fromArray(S, kr, j * dp + cv).fma(FloatVector.broadcast(S, ds[j]), acc);
+                    FloatVector a0 = FloatVector.fromArray(S, dqAcc, r * dp + cv);
+                    FloatVector a1 = FloatVector.zero(S), a2 = a1, a3 = a1;
+                    int j = 0;
+                    for (; j + 3 < limit; j += 4) {
+                        a0 = FloatVector.fromArray(S, kr, j * dp + cv).fma(FloatVector.broadcast(S, ds[j]), a0);
+                        a1 = FloatVector.fromArray(S, kr, (j + 1) * dp + cv).fma(FloatVector.broadcast(S, ds[j + 1]), a1);
+                        a2 = FloatVector.fromArray(S, kr, (j + 2) * dp + cv).fma(FloatVector.broadcast(S, ds[j + 2]), a2);
+                        a3 = FloatVector.fromArray(S, kr, (j + 3) * dp + cv).fma(FloatVector.broadcast(S, ds[j + 3]), a3);
                     }
-                    acc.intoArray(dqAcc, r * dp + cv);
+                    for (; j < limit; j++) {
+                        a0 = FloatVector.fromArray(S, kr, j * dp + cv).fma(FloatVector.broadcast(S, ds[j]), a0);
+                    }
+                    a0.add(a1).add(a2.add(a3)).intoArray(dqAcc, r * dp + cv);
                 }
             }
         }

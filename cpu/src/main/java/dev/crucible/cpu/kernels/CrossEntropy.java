@@ -28,14 +28,15 @@ public final class CrossEntropy {
     public static void forward(Parallel par, MemorySegment logits, MemorySegment targets, MemorySegment losses,
                                MemorySegment dLogits, int n, int vocab, float gradScale) {
         par.forEach(Parallel.chunks(n, ROWS), t -> {
+            float[] scratch = new float[BLOCK];
             for (int r = t * ROWS, end = Math.min(n, r + ROWS); r < end; r++) {
-                row(logits, targets.getAtIndex(I, r), losses, dLogits, r, vocab, gradScale);
+                row(logits, targets.getAtIndex(I, r), losses, dLogits, r, vocab, gradScale, scratch);
             }
         });
     }
 
     private static void row(MemorySegment logits, int target, MemorySegment losses, MemorySegment dLogits, int r,
-                            int vocab, float gradScale) {
+                            int vocab, float gradScale, float[] scratch) {
         if (target >= vocab) throw new IndexOutOfBoundsException("target " + target + " outside vocab " + vocab);
         long base = (long) r * vocab * 4;
         if (target < 0) {
@@ -52,19 +53,22 @@ public final class CrossEntropy {
                 sum *= StrictMath.exp((double) max - bmax);
                 max = bmax;
             }
-            sum += blockSumExp(logits, base, b0, b1, max);
+            MemorySegment.copy(logits, F, base + b0 * 4L, scratch, 0, b1 - b0);
+            sum += VMath.exp(scratch, 0, scratch, 0, b1 - b0, 1f, max);
         }
         float lse = (float) (max + StrictMath.log(sum));
         losses.setAtIndex(F, r, lse - logits.get(F, base + target * 4L));
         if (dLogits == null) return;
-        FloatVector lseV = FloatVector.broadcast(S, lse);
-        int c = 0;
-        for (int vend = vocab - VL; c <= vend; c += VL) {
-            VMath.exp(FloatVector.fromMemorySegment(S, logits, base + c * 4L, NATIVE).sub(lseV)).mul(gradScale)
-                    .intoMemorySegment(dLogits, base + c * 4L, NATIVE);
-        }
-        for (; c < vocab; c++) {
-            dLogits.set(F, base + c * 4L, VMath.exp(logits.get(F, base + c * 4L) - lse) * gradScale);
+        for (int b0 = 0; b0 < vocab; b0 += BLOCK) {
+            int len = Math.min(BLOCK, vocab - b0);
+            MemorySegment.copy(logits, F, base + b0 * 4L, scratch, 0, len);
+            VMath.exp(scratch, 0, scratch, 0, len, 1f, lse);
+            int c = 0;
+            for (int vend = len - VL; c <= vend; c += VL) {
+                FloatVector.fromArray(S, scratch, c).mul(gradScale).intoArray(scratch, c);
+            }
+            for (; c < len; c++) scratch[c] *= gradScale;
+            MemorySegment.copy(scratch, 0, dLogits, F, base + b0 * 4L, len);
         }
         long ti = base + target * 4L;
         dLogits.set(F, ti, dLogits.get(F, ti) - gradScale);
@@ -82,16 +86,5 @@ public final class CrossEntropy {
         }
         for (; c < to; c++) m = Math.max(m, x.get(F, base + c * 4L));
         return m;
-    }
-
-    private static double blockSumExp(MemorySegment x, long base, int from, int to, float max) {
-        int c = from;
-        FloatVector acc = FloatVector.zero(S), mv = FloatVector.broadcast(S, max);
-        for (int vend = to - VL; c <= vend; c += VL) {
-            acc = acc.add(VMath.exp(FloatVector.fromMemorySegment(S, x, base + c * 4L, NATIVE).sub(mv)));
-        }
-        double s = VMath.sum(acc);
-        for (; c < to; c++) s += VMath.exp(x.get(F, base + c * 4L) - max);
-        return s;
     }
 }

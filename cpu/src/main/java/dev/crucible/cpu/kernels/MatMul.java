@@ -10,12 +10,13 @@ import java.nio.ByteOrder;
 /**
  * c(M,N) (+)= op(a)(M,K) · op(b)(K,N), the hot spot of training.
  *
- * <p>General shapes use a packed, register-blocked GEMM (the BLIS/GotoBLAS scheme): C is cut into MC×NC tiles, one
- * task each. A task walks K in blocks of {@link #KC}; per block it packs its slice of op(a) into MR-row micro-panels
- * and its slice of op(b) into NR-column micro-panels (zero-padded, so the micro-kernel never sees a ragged edge and
- * transposes cost only the packing), then runs an MR×NR micro-kernel that keeps the C tile in registers while it
- * streams one micro-panel of each. Every C element is thus summed in the same order (p within a K block, K blocks
- * in order) whatever the tiling of M and N or the thread count: results are bit-identical across thread counts.
+ * <p>General shapes use a packed, register-blocked GEMM (the BLIS/GotoBLAS scheme) in two parallel phases. First
+ * op(a) is packed into MR-row micro-panels and op(b) into NR-column micro-panels, per K block of {@link #KC}, zero
+ * padded (so the micro-kernel never sees a ragged edge, and transposes cost only the packing, once per element).
+ * Then each MC×NC tile of C is one task: for each K block in order it runs an MR×NR micro-kernel that keeps the C
+ * tile in registers while streaming one A and one B micro-panel (the B panel stays in L1, the tile's A panels in
+ * L2). Every C element is summed in the same order (p within a K block, K blocks in order) whatever the tiling or
+ * the thread count: results are bit-identical across thread counts.
  *
  * <p>Skinny shapes (M < {@link #SKINNY_M}, e.g. one token of inference) are memory-bound matrix-vector products
  * and take a direct path over N without packing.
@@ -34,7 +35,9 @@ public final class MatMul {
     /** K block: the B micro-panel (KC × NR floats) stays in L1, the packed A tile (MC × KC) in L2. */
     public static final int KC = 256;
     static final int MC = 32 * MR;
-    static final int NC = 16 * NR;
+    static final int NC = 8 * NR;
+    /** Micro-panels per packing task. */
+    static final int PACK_PANELS = 16;
     static final int SKINNY_M = 4;
 
     public static void gemm(Parallel par, MemorySegment a, MemorySegment b, MemorySegment c, int m, int n, int k,
@@ -43,107 +46,113 @@ public final class MatMul {
             skinny(par, a, b, c, m, n, k, transA, transB, accumulate);
             return;
         }
+        int mPanels = (m + MR - 1) / MR, nPanels = (n + NR - 1) / NR, kBlocks = (k + KC - 1) / KC;
+        int mPad = mPanels * MR, nPad = nPanels * NR;
+        // Phase 1: pack all of op(a) and op(b) once (each element is then reused by every tile that needs it).
+        // ap[p0·mPad + ip·MR·kc + p·MR + r] = op(a)[ip·MR + r, p0 + p] for the K block at p0 of length kc;
+        // bp[p0·nPad + jp·NR·kc + p·NR + j] = op(b)[p0 + p, jp·NR + j]; rows/columns past m/n are zero.
+        float[] ap = new float[mPad * k], bp = new float[nPad * k];
+        int aGroups = Parallel.chunks(mPanels, PACK_PANELS), bGroups = Parallel.chunks(nPanels, PACK_PANELS);
+        int aTasks = kBlocks * aGroups, bTasks = kBlocks * bGroups;
+        par.forEach(aTasks + bTasks, t -> {
+            boolean isA = t < aTasks;
+            int u = isA ? t : t - aTasks, groups = isA ? aGroups : bGroups;
+            int p0 = u / groups * KC, kc = Math.min(KC, k - p0), g = u % groups;
+            if (isA) {
+                int ip0 = g * PACK_PANELS, ip1 = Math.min(mPanels, ip0 + PACK_PANELS);
+                if (transA) packAT(a, m, p0, kc, ip0, ip1, ap, p0 * mPad);
+                else packA(a, m, k, p0, kc, ip0, ip1, ap, p0 * mPad);
+            } else {
+                int jp0 = g * PACK_PANELS, jp1 = Math.min(nPanels, jp0 + PACK_PANELS);
+                if (transB) packBT(b, n, k, p0, kc, jp0, jp1, bp, p0 * nPad);
+                else packB(b, n, p0, kc, jp0, jp1, bp, p0 * nPad);
+            }
+        });
+        // Phase 2: one task per MC×NC tile of C; K blocks in order, so every element sums in the same order.
         int tilesM = Parallel.chunks(m, MC), tilesN = Parallel.chunks(n, NC);
         par.forEach(tilesM * tilesN, t -> {
-            int tm = t / tilesN, tn = t % tilesN;
-            int i0 = tm * MC, mc = Math.min(MC, m - i0);
-            int j0 = tn * NC, nc = Math.min(NC, n - j0);
-            tile(a, b, c, m, n, k, transA, transB, accumulate, i0, mc, j0, nc);
+            int i0 = t / tilesN * MC, j0 = t % tilesN * NC;
+            int ip0 = i0 / MR, ip1 = Math.min(mPanels, (i0 + MC) / MR);
+            int jp0 = j0 / NR, jp1 = Math.min(nPanels, (j0 + NC) / NR);
+            float[] acc = new float[MR * NR];
+            for (int p0 = 0; p0 < k; p0 += KC) {
+                int kc = Math.min(KC, k - p0);
+                boolean overwrite = p0 == 0 && !accumulate;
+                for (int jp = jp0; jp < jp1; jp++) {
+                    int col = jp * NR, cols = Math.min(NR, n - col);
+                    int bo = p0 * nPad + jp * NR * kc;
+                    for (int ip = ip0; ip < ip1; ip++) {
+                        int row = ip * MR, rows = Math.min(MR, m - row);
+                        kernel(ap, p0 * mPad + ip * MR * kc, bp, bo, kc, acc);
+                        if (rows == MR && cols == NR) storeFull(c, n, row, col, overwrite, acc);
+                        else storeEdge(c, n, row, col, rows, cols, overwrite, acc);
+                    }
+                }
+            }
         });
     }
 
-    private static void tile(MemorySegment a, MemorySegment b, MemorySegment c, int m, int n, int k, boolean transA,
-                             boolean transB, boolean accumulate, int i0, int mc, int j0, int nc) {
-        int mPanels = (mc + MR - 1) / MR, nPanels = (nc + NR - 1) / NR;
-        int kcMax = Math.min(KC, k);
-        float[] ap = new float[mPanels * MR * kcMax];
-        float[] bp = new float[nPanels * NR * kcMax];
-        float[] row = new float[Math.max(Math.max(mPanels * MR, nPanels * NR), kcMax)];
-        float[] edge = new float[MR * NR];
-        for (int p0 = 0; p0 < k; p0 += KC) {
-            int kc = Math.min(KC, k - p0);
-            boolean overwrite = p0 == 0 && !accumulate;
-            if (transA) packAT(a, m, p0, kc, i0, mc, ap, row);
-            else packA(a, k, p0, kc, i0, mc, ap, row);
-            if (transB) packBT(b, k, p0, kc, j0, nc, bp, row);
-            else packB(b, n, p0, kc, j0, nc, bp, row);
-            for (int jp = 0; jp < nPanels; jp++) {
-                int col = j0 + jp * NR, cols = Math.min(NR, j0 + nc - col);
-                for (int ip = 0; ip < mPanels; ip++) {
-                    int r0 = i0 + ip * MR, rows = Math.min(MR, i0 + mc - r0);
-                    kernel6x2(ap, ip * MR * kc, bp, jp * NR * kc, kc, c, n, r0, col, rows, cols, overwrite, edge);
-                }
-            }
-        }
-    }
+    // ---- packing (zero padding past m and n) ----------------------------------------------------------------------
 
-    // ---- packing: ap[panel][p][r] (MR rows), bp[panel][p][j] (NR columns), zero-padded --------------------------
-
-    /** a stored (M,K): rows of A are contiguous along p. */
-    private static void packA(MemorySegment a, int k, int p0, int kc, int i0, int mc, float[] ap, float[] row) {
-        int mPanels = (mc + MR - 1) / MR;
-        for (int ip = 0; ip < mPanels; ip++) {
-            int base = ip * MR * kc;
+    /** a stored (M,K): row i of op(a) is contiguous along p; scatter it into MR-interleaved panels. */
+    private static void packA(MemorySegment a, int m, int k, int p0, int kc, int ip0, int ip1, float[] ap, int base) {
+        float[] row = new float[kc];
+        for (int ip = ip0; ip < ip1; ip++) {
+            int o = base + ip * MR * kc;
             for (int r = 0; r < MR; r++) {
                 int i = ip * MR + r;
-                if (i < mc) {
-                    MemorySegment.copy(a, F, ((long) (i0 + i) * k + p0) * 4, row, 0, kc);
-                    for (int p = 0; p < kc; p++) ap[base + p * MR + r] = row[p];
-                } else {
-                    for (int p = 0; p < kc; p++) ap[base + p * MR + r] = 0f;
-                }
+                if (i >= m) continue; // the array is zero already
+                MemorySegment.copy(a, F, ((long) i * k + p0) * 4, row, 0, kc);
+                for (int p = 0; p < kc; p++) ap[o + p * MR + r] = row[p];
             }
         }
     }
 
-    /** a stored (K,M) (transA): a row of the stored matrix holds one p for every i. */
-    private static void packAT(MemorySegment a, int m, int p0, int kc, int i0, int mc, float[] ap, float[] row) {
-        int mPanels = (mc + MR - 1) / MR, padded = mPanels * MR;
-        for (int i = mc; i < padded; i++) row[i] = 0f;
+    /** a stored (K,M) (transA): each stored row holds one p for consecutive i, already in panel order. */
+    private static void packAT(MemorySegment a, int m, int p0, int kc, int ip0, int ip1, float[] ap, int base) {
+        int i0 = ip0 * MR, i1 = Math.min(m, ip1 * MR), len = i1 - i0;
+        float[] row = new float[(ip1 - ip0) * MR];
         for (int p = 0; p < kc; p++) {
-            MemorySegment.copy(a, F, ((long) (p0 + p) * m + i0) * 4, row, 0, mc);
-            for (int ip = 0; ip < mPanels; ip++) {
-                System.arraycopy(row, ip * MR, ap, ip * MR * kc + p * MR, MR);
+            MemorySegment.copy(a, F, ((long) (p0 + p) * m + i0) * 4, row, 0, len);
+            for (int ip = ip0; ip < ip1; ip++) {
+                System.arraycopy(row, (ip - ip0) * MR, ap, base + ip * MR * kc + p * MR, MR);
             }
         }
     }
 
-    /** b stored (K,N): a row of b holds one p for every j. */
-    private static void packB(MemorySegment b, int n, int p0, int kc, int j0, int nc, float[] bp, float[] row) {
-        int nPanels = (nc + NR - 1) / NR, padded = nPanels * NR;
-        for (int j = nc; j < padded; j++) row[j] = 0f;
+    /** b stored (K,N): each stored row holds one p for consecutive j. */
+    private static void packB(MemorySegment b, int n, int p0, int kc, int jp0, int jp1, float[] bp, int base) {
+        int j0 = jp0 * NR, j1 = Math.min(n, jp1 * NR), len = j1 - j0;
+        float[] row = new float[(jp1 - jp0) * NR];
         for (int p = 0; p < kc; p++) {
-            MemorySegment.copy(b, F, ((long) (p0 + p) * n + j0) * 4, row, 0, nc);
-            for (int jp = 0; jp < nPanels; jp++) {
-                int src = jp * NR, dst = jp * NR * kc + p * NR;
-                FloatVector.fromArray(S, row, src).intoArray(bp, dst);
-                FloatVector.fromArray(S, row, src + VL).intoArray(bp, dst + VL);
+            MemorySegment.copy(b, F, ((long) (p0 + p) * n + j0) * 4, row, 0, len);
+            for (int jp = jp0; jp < jp1; jp++) {
+                System.arraycopy(row, (jp - jp0) * NR, bp, base + jp * NR * kc + p * NR, NR);
             }
         }
     }
 
-    /** b stored (N,K) (transB): a row of b holds every p for one j. */
-    private static void packBT(MemorySegment b, int k, int p0, int kc, int j0, int nc, float[] bp, float[] row) {
-        int nPanels = (nc + NR - 1) / NR;
-        for (int jp = 0; jp < nPanels; jp++) {
-            int base = jp * NR * kc;
+    /** b stored (N,K) (transB): each stored row holds every p for one j; scatter it into NR-interleaved panels. */
+    private static void packBT(MemorySegment b, int n, int k, int p0, int kc, int jp0, int jp1, float[] bp, int base) {
+        float[] row = new float[kc];
+        for (int jp = jp0; jp < jp1; jp++) {
+            int o = base + jp * NR * kc;
             for (int jj = 0; jj < NR; jj++) {
                 int j = jp * NR + jj;
-                if (j < nc) {
-                    MemorySegment.copy(b, F, ((long) (j0 + j) * k + p0) * 4, row, 0, kc);
-                    for (int p = 0; p < kc; p++) bp[base + p * NR + jj] = row[p];
-                } else {
-                    for (int p = 0; p < kc; p++) bp[base + p * NR + jj] = 0f;
-                }
+                if (j >= n) continue;
+                MemorySegment.copy(b, F, ((long) j * k + p0) * 4, row, 0, kc);
+                for (int p = 0; p < kc; p++) bp[o + p * NR + jj] = row[p];
             }
         }
     }
 
     // ---- micro-kernel ---------------------------------------------------------------------------------------------
 
-    /** C[r0.., col..] (+)= Σ_p ap[p][r] · bp[p][j] over one packed micro-panel pair. */
-    private static void kernel6x2(float[] ap, int ao, float[] bp, int bo, int kc, MemorySegment c, int ldc, int r0,
-                                  int col, int rows, int cols, boolean overwrite, float[] edge) {
+    /**
+     * acc[r][j] = Σ_p ap[ao + p·MR + r] · bp[bo + p·NR + j]: the MR×NR tile lives in registers for the whole K block.
+     * Vectors never leave this method except through the array, so C2 keeps them unboxed.
+     */
+    private static void kernel(float[] ap, int ao, float[] bp, int bo, int kc, float[] edge) {
         FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
         FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
         FloatVector c20 = FloatVector.zero(S), c21 = FloatVector.zero(S);
@@ -152,9 +161,9 @@ public final class MatMul {
         FloatVector c50 = FloatVector.zero(S), c51 = FloatVector.zero(S);
         for (int p = 0; p < kc; p++) {
             int bi = bo + p * NR, ai = ao + p * MR;
-            FloatVector b0 = FloatVector.fromArray(S, bp, bi);
-            FloatVector b1 = FloatVector.fromArray(S, bp, bi + VL);
-            FloatVector a0 = FloatVector.broadcast(S, ap[ai]);
+            FloatVector b0 = FloatVector.fromArray(S, bp, bi + 0 * VL);
+            FloatVector b1 = FloatVector.fromArray(S, bp, bi + 1 * VL);
+            FloatVector a0 = FloatVector.broadcast(S, ap[ai + 0]);
             c00 = b0.fma(a0, c00);
             c01 = b1.fma(a0, c01);
             FloatVector a1 = FloatVector.broadcast(S, ap[ai + 1]);
@@ -173,46 +182,38 @@ public final class MatMul {
             c50 = b0.fma(a5, c50);
             c51 = b1.fma(a5, c51);
         }
-        if (rows == MR && cols == NR) {
-            long off = ((long) r0 * ldc + col) * 4, ld = (long) ldc * 4;
-            store(c, off, c00, c01, overwrite);
-            store(c, off + ld, c10, c11, overwrite);
-            store(c, off + 2 * ld, c20, c21, overwrite);
-            store(c, off + 3 * ld, c30, c31, overwrite);
-            store(c, off + 4 * ld, c40, c41, overwrite);
-            store(c, off + 5 * ld, c50, c51, overwrite);
-            return;
-        }
-        c00.intoArray(edge, 0);
-        c01.intoArray(edge, VL);
-        c10.intoArray(edge, NR);
-        c11.intoArray(edge, NR + VL);
-        c20.intoArray(edge, 2 * NR);
-        c21.intoArray(edge, 2 * NR + VL);
-        c30.intoArray(edge, 3 * NR);
-        c31.intoArray(edge, 3 * NR + VL);
-        c40.intoArray(edge, 4 * NR);
-        c41.intoArray(edge, 4 * NR + VL);
-        c50.intoArray(edge, 5 * NR);
-        c51.intoArray(edge, 5 * NR + VL);
-        storeEdge(c, ldc, r0, col, rows, cols, overwrite, edge);
+        c00.intoArray(edge, 0 * NR + 0 * VL);
+        c01.intoArray(edge, 0 * NR + 1 * VL);
+        c10.intoArray(edge, 1 * NR + 0 * VL);
+        c11.intoArray(edge, 1 * NR + 1 * VL);
+        c20.intoArray(edge, 2 * NR + 0 * VL);
+        c21.intoArray(edge, 2 * NR + 1 * VL);
+        c30.intoArray(edge, 3 * NR + 0 * VL);
+        c31.intoArray(edge, 3 * NR + 1 * VL);
+        c40.intoArray(edge, 4 * NR + 0 * VL);
+        c41.intoArray(edge, 4 * NR + 1 * VL);
+        c50.intoArray(edge, 5 * NR + 0 * VL);
+        c51.intoArray(edge, 5 * NR + 1 * VL);
     }
 
-    private static void store(MemorySegment c, long off, FloatVector v0, FloatVector v1, boolean overwrite) {
-        if (!overwrite) {
-            v0 = v0.add(FloatVector.fromMemorySegment(S, c, off, NATIVE));
-            v1 = v1.add(FloatVector.fromMemorySegment(S, c, off + VL * 4L, NATIVE));
+
+    private static void storeFull(MemorySegment c, int ldc, int r0, int col, boolean overwrite, float[] acc) {
+        for (int r = 0; r < MR; r++) {
+            long off = ((long) (r0 + r) * ldc + col) * 4;
+            for (int v = 0; v < NR; v += VL) {
+                FloatVector x = FloatVector.fromArray(S, acc, r * NR + v);
+                if (!overwrite) x = x.add(FloatVector.fromMemorySegment(S, c, off + v * 4L, NATIVE));
+                x.intoMemorySegment(c, off + v * 4L, NATIVE);
+            }
         }
-        v0.intoMemorySegment(c, off, NATIVE);
-        v1.intoMemorySegment(c, off + VL * 4L, NATIVE);
     }
 
     private static void storeEdge(MemorySegment c, int ldc, int r0, int col, int rows, int cols, boolean overwrite,
-                                  float[] edge) {
+                                  float[] acc) {
         for (int r = 0; r < rows; r++) {
             long off = (long) (r0 + r) * ldc + col;
             for (int j = 0; j < cols; j++) {
-                float v = edge[r * NR + j];
+                float v = acc[r * NR + j];
                 c.setAtIndex(F, off + j, overwrite ? v : c.getAtIndex(F, off + j) + v);
             }
         }

@@ -5,7 +5,6 @@ import jdk.incubator.vector.VectorSpecies;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.nio.ByteOrder;
 
 /**
  * SwiGLU: out = silu(gate) · up with silu(g) = g·σ(g), σ(g) = 1 / (1 + e^-g), and its backward
@@ -15,23 +14,30 @@ public final class SwiGlu {
     private SwiGlu() {}
 
     static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
-    static final ByteOrder NATIVE = ByteOrder.nativeOrder();
+    static final int VL = S.length();
     static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
     static final long CHUNK = 1 << 15;
+
+    static final int BLOCK = 1024;
 
     public static void forward(Parallel par, MemorySegment gate, MemorySegment up, MemorySegment out, long n) {
         par.forEach(Parallel.chunks(n, CHUNK), t -> {
             long from = t * CHUNK, to = Math.min(n, from + CHUNK);
-            long i = from;
-            for (long end = to - S.length(); i <= end; i += S.length()) {
-                FloatVector g = FloatVector.fromMemorySegment(S, gate, i * 4, NATIVE);
-                FloatVector u = FloatVector.fromMemorySegment(S, up, i * 4, NATIVE);
-                FloatVector sig = sigmoid(g);
-                g.mul(sig).mul(u).intoMemorySegment(out, i * 4, NATIVE);
-            }
-            for (; i < to; i++) {
-                float g = gate.getAtIndex(F, i);
-                out.setAtIndex(F, i, g * sigmoid(g) * up.getAtIndex(F, i));
+            float[] g = new float[BLOCK], e = new float[BLOCK], u = new float[BLOCK];
+            FloatVector one = FloatVector.broadcast(S, 1f);
+            for (long b0 = from; b0 < to; b0 += BLOCK) {
+                int len = (int) Math.min(BLOCK, to - b0);
+                MemorySegment.copy(gate, F, b0 * 4, g, 0, len);
+                MemorySegment.copy(up, F, b0 * 4, u, 0, len);
+                VMath.exp(g, 0, e, 0, len, -1f, 0f); // e^-g
+                int i = 0;
+                for (int end = len - VL; i <= end; i += VL) {
+                    FloatVector gv = FloatVector.fromArray(S, g, i);
+                    FloatVector sig = one.div(FloatVector.fromArray(S, e, i).add(one));
+                    gv.mul(sig).mul(FloatVector.fromArray(S, u, i)).intoArray(e, i);
+                }
+                for (; i < len; i++) e[i] = g[i] * (1f / (e[i] + 1f)) * u[i];
+                MemorySegment.copy(e, 0, out, F, b0 * 4, len);
             }
         });
     }
@@ -40,32 +46,29 @@ public final class SwiGlu {
                                 MemorySegment dGate, MemorySegment dUp, long n) {
         par.forEach(Parallel.chunks(n, CHUNK), t -> {
             long from = t * CHUNK, to = Math.min(n, from + CHUNK);
-            long i = from;
+            float[] g = new float[BLOCK], e = new float[BLOCK], u = new float[BLOCK], dy = new float[BLOCK];
             FloatVector one = FloatVector.broadcast(S, 1f);
-            for (long end = to - S.length(); i <= end; i += S.length()) {
-                FloatVector dy = FloatVector.fromMemorySegment(S, dOut, i * 4, NATIVE);
-                FloatVector g = FloatVector.fromMemorySegment(S, gate, i * 4, NATIVE);
-                FloatVector u = FloatVector.fromMemorySegment(S, up, i * 4, NATIVE);
-                FloatVector sig = sigmoid(g);
-                FloatVector dGateV = dy.mul(u).mul(sig).mul(g.mul(one.sub(sig)).add(one));
-                dy.mul(g).mul(sig).intoMemorySegment(dUp, i * 4, NATIVE);
-                dGateV.intoMemorySegment(dGate, i * 4, NATIVE);
-            }
-            for (; i < to; i++) {
-                float dy = dOut.getAtIndex(F, i), g = gate.getAtIndex(F, i), u = up.getAtIndex(F, i);
-                float sig = sigmoid(g);
-                dUp.setAtIndex(F, i, dy * g * sig);
-                dGate.setAtIndex(F, i, dy * u * sig * (1 + g * (1 - sig)));
+            for (long b0 = from; b0 < to; b0 += BLOCK) {
+                int len = (int) Math.min(BLOCK, to - b0);
+                MemorySegment.copy(gate, F, b0 * 4, g, 0, len);
+                MemorySegment.copy(up, F, b0 * 4, u, 0, len);
+                MemorySegment.copy(dOut, F, b0 * 4, dy, 0, len);
+                VMath.exp(g, 0, e, 0, len, -1f, 0f);
+                int i = 0;
+                for (int end = len - VL; i <= end; i += VL) {
+                    FloatVector gv = FloatVector.fromArray(S, g, i), dyv = FloatVector.fromArray(S, dy, i);
+                    FloatVector sig = one.div(FloatVector.fromArray(S, e, i).add(one));
+                    dyv.mul(FloatVector.fromArray(S, u, i)).mul(sig).mul(gv.mul(one.sub(sig)).add(one)).intoArray(e, i);
+                    dyv.mul(gv).mul(sig).intoArray(u, i);
+                }
+                for (; i < len; i++) {
+                    float sig = 1f / (e[i] + 1f);
+                    e[i] = dy[i] * u[i] * sig * (g[i] * (1 - sig) + 1);
+                    u[i] = dy[i] * g[i] * sig;
+                }
+                MemorySegment.copy(e, 0, dGate, F, b0 * 4, len);
+                MemorySegment.copy(u, 0, dUp, F, b0 * 4, len);
             }
         });
-    }
-
-    static FloatVector sigmoid(FloatVector g) {
-        FloatVector one = FloatVector.broadcast(S, 1f);
-        return one.div(VMath.exp(g.neg()).add(one));
-    }
-
-    static float sigmoid(float g) {
-        return 1f / (1f + VMath.exp(-g));
     }
 }

@@ -33,38 +33,50 @@ final class VMath {
         for (int i = 0, s = VL / 2; s >= 1; s /= 2, i++) ROT[i] = VectorShuffle.iota(S, s, 1, true);
     }
 
-    /** Σ lanes in a fixed tree order (same bits on every JIT tier). */
+    /** Σ lanes in a fixed tree order (same bits on every JIT tier). Small enough for C2 to inline. */
     static float sum(FloatVector v) {
         for (VectorShuffle<Float> r : ROT) v = v.add(v.rearrange(r));
         return v.lane(0);
     }
 
     /**
-     * e^x, Cephes' expf scheme (Cody-Waite reduction, degree-6 polynomial), within ~1 ulp for normal results;
-     * results below the normal range flush to 0, −∞ gives 0, +∞ and overflow give +∞, NaN stays NaN.
+     * dst[i] = e^(mul·src[i] − shift) for i < len (src and dst may be the same array), and returns Σ dst in a fixed
+     * order. Cephes' expf scheme (Cody-Waite reduction, degree-6 polynomial), within ~1 ulp for normal results;
+     * results below the normal range flush to 0, −∞ gives 0, overflow +∞, NaN stays NaN.
+     *
+     * <p>Arrays in, arrays out on purpose: a vector handed to a method C2 declines to inline is boxed on the heap,
+     * which costs more than the exp. The exp is written out inside this one loop.
      */
-    static FloatVector exp(FloatVector x) {
-        FloatVector xc = x.max(LO).min(HI);
-        FloatVector t = xc.fma(LOG2E, MAGIC);
-        FloatVector n = t.sub(MAGIC);
-        FloatVector r = n.fma(FloatVector.broadcast(S, -LN2_HI), xc);
-        r = n.fma(FloatVector.broadcast(S, -LN2_LO), r);
-        FloatVector p = r.fma(P0, P1).fma(r, bc(P2)).fma(r, bc(P3)).fma(r, bc(P4)).fma(r, bc(P5));
-        FloatVector y = p.mul(r.mul(r)).add(r).add(1f);
-        IntVector ni = (IntVector) n.convert(VectorOperators.F2I, 0);
-        IntVector n1 = ni.lanewise(VectorOperators.ASHR, 1), n2 = ni.sub(n1);
-        FloatVector s1 = n1.add(127).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats();
-        FloatVector s2 = n2.add(127).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats();
-        y = y.mul(s1).mul(s2);
-        y = y.blend(0f, x.compare(VectorOperators.LT, LO));
-        return y.blend(Float.POSITIVE_INFINITY, x.compare(VectorOperators.GT, HI));
+    static float exp(float[] src, int so, float[] dst, int dOff, int len, float mul, float shift) {
+        FloatVector acc = FloatVector.zero(S);
+        int i = 0;
+        for (int end = len - VL; i <= end; i += VL) {
+            FloatVector x = FloatVector.fromArray(S, src, so + i).mul(mul).sub(shift);
+            FloatVector xc = x.max(LO).min(HI);
+            FloatVector n = xc.fma(LOG2E, MAGIC).sub(MAGIC);
+            FloatVector r = n.fma(FloatVector.broadcast(S, -LN2_HI), xc);
+            r = n.fma(FloatVector.broadcast(S, -LN2_LO), r);
+            FloatVector p = r.fma(P0, P1).fma(r, FloatVector.broadcast(S, P2)).fma(r, FloatVector.broadcast(S, P3))
+                    .fma(r, FloatVector.broadcast(S, P4)).fma(r, FloatVector.broadcast(S, P5));
+            FloatVector y = p.mul(r.mul(r)).add(r).add(1f);
+            IntVector ni = (IntVector) n.convert(VectorOperators.F2I, 0);
+            IntVector n1 = ni.lanewise(VectorOperators.ASHR, 1), n2 = ni.sub(n1);
+            y = y.mul(n1.add(127).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats())
+                    .mul(n2.add(127).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats());
+            y = y.blend(0f, x.compare(VectorOperators.LT, LO)).blend(Float.POSITIVE_INFINITY, x.compare(VectorOperators.GT, HI));
+            y.intoArray(dst, dOff + i);
+            acc = acc.add(y);
+        }
+        float total = sum(acc);
+        for (; i < len; i++) {
+            float y = exp(src[so + i] * mul - shift);
+            dst[dOff + i] = y;
+            total += y;
+        }
+        return total;
     }
 
-    private static FloatVector bc(float v) {
-        return FloatVector.broadcast(S, v);
-    }
-
-    /** The scalar twin of {@link #exp(FloatVector)}: the same operations, so the same bits. */
+    /** The scalar twin of the vector loop in {@link #exp(float[], int, float[], int, int, float, float)}: same bits. */
     static float exp(float x) {
         if (x < LO) return 0f;
         if (x > HI) return Float.POSITIVE_INFINITY;

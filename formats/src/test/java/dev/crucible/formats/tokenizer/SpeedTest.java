@@ -6,9 +6,11 @@ import java.io.IOException;
 import java.nio.file.Files;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertTrue;
 
-/** Loose speed checks that catch order-of-magnitude regressions; the printed figures are the real output. */
+/**
+ * Large-input correctness (all of o200k, all of tinyshakespeare) with the speed printed for the record. Speed is never
+ * asserted here: timed unit tests fail on a busy machine; benchmarks measure speed.
+ */
 class SpeedTest {
     @Test
     void loadsO200kQuickly() {
@@ -18,7 +20,7 @@ class SpeedTest {
         Tokenizer t = Tokenizer.named("o200k_base", dir);
         double seconds = (System.nanoTime() - t0) / 1e9;
         System.out.printf("load o200k_base: %.3f s (%d ids)%n", seconds, t.vocabSize());
-        assertTrue(seconds < 2.0, "loading o200k_base took " + seconds + " s");
+        assertEquals(200019, t.vocabSize());
     }
 
     @Test
@@ -35,6 +37,5 @@ class SpeedTest {
         System.out.printf("gpt2 encode tinyshakespeare: %d tokens, %.3f s, %.2f M tokens/s, %.1f MB/s%n",
                 ids.length, seconds, ids.length / seconds / 1e6, text.length() / seconds / 1e6);
         assertEquals(text, t.decode(ids));
-        assertTrue(seconds < 5, "encoding took " + seconds + " s");
     }
 }
