@@ -2,7 +2,7 @@
 module dev.crucible.cli {
     requires dev.crucible.train;
     requires dev.crucible.engine;
-    requires dev.crucible.conformance;
+    requires dev.crucible.qualify;
     requires info.picocli;
     requires com.fasterxml.jackson.databind;
     requires com.fasterxml.jackson.dataformat.toml;

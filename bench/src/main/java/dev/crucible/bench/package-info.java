@@ -1,0 +1,2 @@
+/** JMH benchmarks and the kernel lab (not shipped). */
+package dev.crucible.bench;
