@@ -3,6 +3,8 @@ module dev.crucible.cli {
     requires dev.crucible.train;
     requires dev.crucible.engine;
     requires dev.crucible.qualify;
+    requires dev.crucible.cpu;
+    requires java.management;
     requires info.picocli;
     requires com.fasterxml.jackson.databind;
     requires com.fasterxml.jackson.dataformat.toml;

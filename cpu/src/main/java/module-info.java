@@ -7,5 +7,6 @@ module dev.crucible.cpu {
     requires jdk.incubator.vector;
     exports dev.crucible.cpu;
     exports dev.crucible.cpu.kernels;
+    exports dev.crucible.cpu.blas;
     provides dev.crucible.backend.BackendProvider with dev.crucible.cpu.CpuBackend.Provider;
 }

@@ -5,4 +5,6 @@ module dev.crucible.formats {
     exports dev.crucible.formats;
     exports dev.crucible.formats.safetensors;
     exports dev.crucible.formats.tokenizer;
+    exports dev.crucible.formats.gguf;
+    exports dev.crucible.formats.hf;
 }

@@ -6,4 +6,5 @@ module dev.crucible.train {
     exports dev.crucible.train;
     exports dev.crucible.train.data;
     exports dev.crucible.train.task;
+    exports dev.crucible.train.fault;
 }

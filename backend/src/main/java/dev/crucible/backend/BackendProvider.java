@@ -9,4 +9,13 @@ public interface BackendProvider {
     default boolean available() { return true; }
 
     Backend create(int threads);
+
+    /**
+     * Creates the backend with options: the text after the first ':' of a name given to {@link Backends#create}
+     * (e.g. "defective:matmul-mantissa=10"). Backends that take no options accept only an empty string.
+     */
+    default Backend create(int threads, String options) {
+        if (!options.isEmpty()) throw new IllegalArgumentException("backend '" + name() + "' takes no options, got '" + options + "'");
+        return create(threads);
+    }
 }

@@ -18,12 +18,18 @@ public final class Backends {
         return providers().stream().map(BackendProvider::name).toList();
     }
 
-    /** Creates the named backend; an unknown or unavailable name gets a message listing the ones there are. */
+    /**
+     * Creates the named backend; an unknown or unavailable name gets a message listing the ones there are. A name
+     * may carry options after a colon ("defective:matmul-mantissa=10"), handed to {@link BackendProvider#create(int,
+     * String)}.
+     */
     public static Backend create(String name, int threads) {
+        int colon = name.indexOf(':');
+        String base = colon < 0 ? name : name.substring(0, colon), options = colon < 0 ? "" : name.substring(colon + 1);
         for (BackendProvider p : providers()) {
-            if (p.name().equals(name)) {
-                if (!p.available()) throw new IllegalArgumentException("backend '" + name + "' is not available on this machine");
-                return p.create(threads);
+            if (p.name().equals(base)) {
+                if (!p.available()) throw new IllegalArgumentException("backend '" + base + "' is not available on this machine");
+                return p.create(threads, options);
             }
         }
         throw new IllegalArgumentException("unknown backend '" + name + "'; available: " + String.join(", ", names()));

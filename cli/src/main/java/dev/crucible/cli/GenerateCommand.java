@@ -15,9 +15,13 @@ import java.util.concurrent.Callable;
         description = {"Continue a prompt with a trained model (KV-cached decoding), streaming the text to stdout.",
                 "Greedy by default; --temperature > 0 samples, restricted by --top-k and --top-p, reproducibly for a --seed."})
 final class GenerateCommand implements Callable<Integer> {
-    @Option(names = {"--checkpoint", "-c"}, required = true, paramLabel = "DIR",
+    @Option(names = {"--checkpoint", "-c"}, paramLabel = "DIR",
             description = "A checkpoint directory (step-NNNNNNNN), or a run directory (its newest good checkpoint is used).")
     Path checkpoint;
+
+    @Option(names = {"--model", "-m"}, paramLabel = "PATH",
+            description = "A model to load instead: a checkpoint or run directory, a Hugging Face Llama directory, or a GGUF file.")
+    Path model;
 
     @Option(names = {"--prompt", "-p"}, required = true, description = "Text to continue. Special tokens such as <|endoftext|> are recognised.")
     String prompt;
@@ -49,8 +53,10 @@ final class GenerateCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         if (maxTokens <= 0) throw new UserException("--max-tokens must be positive");
+        if ((checkpoint == null) == (model == null)) throw new UserException("give exactly one of --checkpoint DIR or --model PATH");
+        Path source = model != null ? model : checkpoint;
         SamplingParams sp = new SamplingParams(temperature, topK, topP, seed);
-        try (Backend be = backendOptions.create(); ModelFiles.Loaded m = ModelFiles.load(checkpoint, be)) {
+        try (Backend be = backendOptions.create(); ModelFiles.Loaded m = ModelFiles.load(source, be)) {
             Generator g = new Generator(m.model(), m.tokenizer(), Tokenizers.eosId(m.tokenizer()));
             Generator.Result r = g.generate(prompt, maxTokens, sp, stops, s -> {
                 System.out.print(s);

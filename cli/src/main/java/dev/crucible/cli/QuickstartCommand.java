@@ -36,7 +36,7 @@ final class QuickstartCommand implements Callable<Integer> {
             description = "Output directory (an earlier quickstart there is replaced). Default: ${DEFAULT-VALUE}.")
     Path out;
 
-    @Option(names = "--steps", defaultValue = "1000", description = "Training steps. Default: ${DEFAULT-VALUE}.")
+    @Option(names = "--steps", defaultValue = "2000", description = "Training steps. Default: ${DEFAULT-VALUE}.")
     int steps;
 
     @Option(names = "--problems", defaultValue = "100000", description = "Training problems to generate. Default: ${DEFAULT-VALUE}.")

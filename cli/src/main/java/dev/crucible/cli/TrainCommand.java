@@ -31,6 +31,10 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = "--out", paramLabel = "RUN", defaultValue = "runs/train", description = "Run directory. Default: ${DEFAULT-VALUE}.")
     Path out;
 
+    @Option(names = "--model", paramLabel = "PATH",
+            description = "Start from these weights (fine-tuning): a checkpoint, an HF Llama directory or a GGUF file. Its shape overrides model.*.")
+    Path initModel;
+
     @Option(names = "--set", paramLabel = "KEY=VALUE", description = "Set any config key, e.g. --set optim.beta2=0.99 (repeatable).")
     List<String> sets = List.of();
 
@@ -94,22 +98,35 @@ final class TrainCommand implements Callable<Integer> {
         if (dataPath == null || dataPath.toString().isEmpty()) throw new UserException("no training data: pass --data DIR (made by 'crucible data prepare') or set data.path");
         Path dataDir = Path.of(dataPath.toString());
         if (!Files.exists(dataDir)) throw new UserException("data directory not found: " + dataDir);
+        dev.crucible.formats.hf.ModelWeights init = null;
+        if (initModel != null) {
+            init = ModelFiles.forTraining(initModel, flat);
+        }
         try (TokenDataset ds = TokenDataset.open(dataDir)) {
             if (!flat.containsKey("model.vocab")) flat.put("model.vocab", ds.vocabSize());
             TrainConfig cfg = TrainConfig.fromMap(flat);
             Path tokenizer = dataDir.resolve("tokenizer.json");
-            return run(cfg, ds, out, Files.exists(tokenizer) ? tokenizer : null, backendOptions, null);
+            final dev.crucible.formats.hf.ModelWeights w = init;
+            return run(cfg, ds, out, Files.exists(tokenizer) ? tokenizer : null, backendOptions, null,
+                    w == null ? null : model -> ModelFiles.copyInto(w, model));
         }
     }
 
     /** Runs training with the standard progress display and draws the curves afterwards (shared with quickstart). */
     static Integer run(TrainConfig cfg, TokenDataset ds, Path runDir, Path tokenizer, BackendOptions bo,
                        Trainer.Evaluator evaluator) throws Exception {
+        return run(cfg, ds, runDir, tokenizer, bo, evaluator, null);
+    }
+
+    /** As above; {@code init}, if not null, sets the initial weights of a fresh run (instead of random ones). */
+    static Integer run(TrainConfig cfg, TokenDataset ds, Path runDir, Path tokenizer, BackendOptions bo,
+                       Trainer.Evaluator evaluator, java.util.function.Consumer<dev.crucible.model.Llama> init) throws Exception {
         Files.createDirectories(runDir);
         Files.writeString(runDir.resolve("config.json"), new ObjectMapper().writerWithDefaultPrettyPrinter().writeValueAsString(cfg.toNestedMap()));
         try (Backend be = bo.create()) {
             System.out.printf("backend %s; run directory %s%n", be.name(), runDir);
-            Trainer t = new Trainer(cfg, be, ds, runDir, tokenizer, new Progress(System.out, cfg.logInterval()), evaluator);
+            Trainer t = new Trainer(cfg, be, ds, runDir, tokenizer, Trainer.Options.defaults()
+                    .withListener(new Progress(System.out, cfg.logInterval())).withEvaluator(evaluator).withInitializer(init));
             Trainer.Result r = t.run();
             List<Path> plots = Plots.draw(runDir);
             System.out.printf("done: %d steps in %s, final loss %.4f%n", r.steps(), Progress.time(r.seconds()), r.finalLoss());

@@ -56,33 +56,75 @@ public final class Checkpoint {
     public static String dirName(int step) { return String.format("step-%08d", step); }
 
     /**
-     * Writes a checkpoint for {@code step} into {@code root} and returns its directory. {@code state} is merged into
-     * state.json; {@code tokenizerJson} (may be null) is copied in.
+     * Host copies of everything a checkpoint holds, taken between steps. Writing from a snapshot can then overlap
+     * the next training steps. Owns its memory: {@link #close} frees it.
      */
+    public record Snapshot(int step, ParamLayout layout, Arena arena, MemorySegment params, MemorySegment m,
+                           MemorySegment v, Map<String, Object> state, Path tokenizerJson) implements AutoCloseable {
+        @Override
+        public void close() { arena.close(); }
+    }
+
+    /** Called after each file is written into the temporary directory; fault injection hooks in here. */
+    public interface WriteHook {
+        WriteHook NONE = (step, file) -> {};
+
+        void written(int step, String file) throws IOException;
+    }
+
+    /** Copies parameters, and the AdamW moments when opt is not null, to host memory. */
+    public static Snapshot snapshot(int step, Llama model, AdamW opt, Map<String, Object> state, Path tokenizerJson) {
+        Arena arena = Arena.ofShared();
+        try {
+            MemorySegment p = download(model, model.params(), arena);
+            MemorySegment m = opt == null ? null : download(model, opt.m(), arena);
+            MemorySegment v = opt == null ? null : download(model, opt.v(), arena);
+            return new Snapshot(step, model.layout(), arena, p, m, v, Map.copyOf(state), tokenizerJson);
+        } catch (RuntimeException e) {
+            arena.close();
+            throw e;
+        }
+    }
+
+    /** Writes a checkpoint for {@code step} synchronously (snapshot + write) and returns its directory. */
     public static Path save(Path root, int step, Llama model, AdamW opt, Map<String, Object> state, Path tokenizerJson)
             throws IOException {
+        try (Snapshot s = snapshot(step, model, opt, state, tokenizerJson)) {
+            return write(root, s, WriteHook.NONE);
+        }
+    }
+
+    /**
+     * Writes a snapshot as {@code root/step-NNNNNNNN}: files go into a temporary directory, each is synced, the
+     * manifest and then the DONE marker follow, and one rename publishes the whole. On failure the temporary
+     * directory is removed and existing checkpoints are untouched.
+     */
+    public static Path write(Path root, Snapshot snap, WriteHook hook) throws IOException {
         Files.createDirectories(root);
+        int step = snap.step();
         Path finalDir = root.resolve(dirName(step));
         Path tmp = Files.createTempDirectory(root, ".tmp-" + dirName(step) + "-");
-        try (Arena arena = Arena.ofConfined()) {
-            ParamLayout layout = model.layout();
-            MemorySegment p = download(model, model.params(), arena);
-            writeTensors(tmp.resolve(MODEL), layout, "", p);
-            if (opt != null) {
+        try {
+            ParamLayout layout = snap.layout();
+            writeTensors(tmp.resolve(MODEL), layout, "", snap.params());
+            hook.written(step, MODEL);
+            if (snap.m() != null) {
                 SafeTensorsWriter w = new SafeTensorsWriter().metadata("format", FORMAT);
-                MemorySegment m = download(model, opt.m(), arena), v = download(model, opt.v(), arena);
-                for (ParamLayout.Tensor t : layout.tensors()) w.add("m." + t.name(), DType.F32, Shape.of(t.shape()), slice(m, t));
-                for (ParamLayout.Tensor t : layout.tensors()) w.add("v." + t.name(), DType.F32, Shape.of(t.shape()), slice(v, t));
+                for (ParamLayout.Tensor t : layout.tensors()) w.add("m." + t.name(), DType.F32, Shape.of(t.shape()), slice(snap.m(), t));
+                for (ParamLayout.Tensor t : layout.tensors()) w.add("v." + t.name(), DType.F32, Shape.of(t.shape()), slice(snap.v(), t));
                 w.write(tmp.resolve(OPTIMIZER));
+                hook.written(step, OPTIMIZER);
             }
             ObjectNode st = JSON.createObjectNode();
             st.put("format", FORMAT);
             st.put("step", step);
-            st.setAll((ObjectNode) JSON.valueToTree(state));
+            st.setAll((ObjectNode) JSON.valueToTree(snap.state()));
             Files.writeString(tmp.resolve(STATE), JSON.writerWithDefaultPrettyPrinter().writeValueAsString(st));
-            if (tokenizerJson != null) Files.copy(tokenizerJson, tmp.resolve(TOKENIZER));
+            hook.written(step, STATE);
+            if (snap.tokenizerJson() != null) Files.copy(snap.tokenizerJson(), tmp.resolve(TOKENIZER));
             writeManifest(tmp);
             Files.writeString(tmp.resolve(DONE), "ok\n");
+            fsync(tmp.resolve(DONE));
             fsyncDir(tmp);
             if (Files.exists(finalDir)) deleteTree(finalDir); // a re-run of the same step replaces it
             move(tmp, finalDir);
@@ -91,6 +133,14 @@ public final class Checkpoint {
         } catch (IOException | RuntimeException e) {
             deleteTree(tmp);
             throw e;
+        }
+    }
+
+    /** Removes temporary directories left by a writer that died mid-write (they were never published). */
+    public static void cleanTemporary(Path root) throws IOException {
+        if (!Files.isDirectory(root)) return;
+        try (Stream<Path> s = Files.list(root)) {
+            for (Path p : s.filter(p -> p.getFileName().toString().startsWith(".tmp-step-")).toList()) deleteTree(p);
         }
     }
 

@@ -1,6 +1,7 @@
 package dev.crucible.train;
 
 import dev.crucible.model.LlamaConfig;
+import dev.crucible.train.fault.Guards;
 
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -10,12 +11,13 @@ import java.util.TreeMap;
 
 /**
  * Everything a training run needs, validated. Built from a nested map (a TOML or JSON config file) with sections
- * {@code model}, {@code train}, {@code optim} and {@code data}; unknown keys are errors, missing keys take the
+ * {@code model}, {@code train}, {@code optim}, {@code data}, {@code guard} and {@code replay}; unknown keys are errors, missing keys take the
  * defaults in {@link #DEFAULTS}. See docs/configuration.md for every key.
  */
 public record TrainConfig(LlamaConfig model, OptimizerConfig optim, int batch, int seqLen, int gradAccum, int steps,
                           long seed, int evalInterval, int evalBatches, int checkpointInterval, int keepCheckpoints,
-                          int logInterval, String data, double valFraction) {
+                          int logInterval, String data, double valFraction, int milestoneInterval,
+                          Guards.Config guards, int replayInterval, double replayTolerance) {
 
     public TrainConfig {
         positive(batch, "train.batch");
@@ -30,6 +32,9 @@ public record TrainConfig(LlamaConfig model, OptimizerConfig optim, int batch, i
         if (seqLen > model.context()) {
             throw new IllegalArgumentException("train.seq_len " + seqLen + " exceeds model.context " + model.context());
         }
+        if (milestoneInterval < 0) throw new IllegalArgumentException("train.milestone_interval must be >= 0 (0 = none)");
+        if (replayInterval < 0) throw new IllegalArgumentException("replay.interval must be >= 0 (0 = off)");
+        if (!(replayTolerance > 0)) throw new IllegalArgumentException("replay.tolerance must be positive");
         if (!(valFraction > 0 && valFraction < 0.5)) throw new IllegalArgumentException("data.val_fraction must be in (0, 0.5), got " + valFraction);
     }
 
@@ -65,6 +70,7 @@ public record TrainConfig(LlamaConfig model, OptimizerConfig optim, int batch, i
         d.put("train.checkpoint_interval", 100);
         d.put("train.keep_checkpoints", 3);
         d.put("train.log_interval", 10);
+        d.put("train.milestone_interval", 0);
         d.put("optim.lr", 1e-3);
         d.put("optim.min_lr", 1e-4);
         d.put("optim.warmup", 50);
@@ -75,6 +81,15 @@ public record TrainConfig(LlamaConfig model, OptimizerConfig optim, int batch, i
         d.put("optim.clip", 1.0);
         d.put("data.path", "");
         d.put("data.val_fraction", 0.05);
+        d.put("guard.window", 128);
+        d.put("guard.min_history", 32);
+        d.put("guard.loss_z", 6.0);
+        d.put("guard.grad_z", 0.0);
+        d.put("guard.nonfinite", "skip");
+        d.put("guard.loss_spike", "rollback");
+        d.put("guard.grad_spike", "skip");
+        d.put("replay.interval", 0);
+        d.put("replay.tolerance", 1e-3);
         return java.util.Collections.unmodifiableMap(d);
     }
 
@@ -117,7 +132,12 @@ public record TrainConfig(LlamaConfig model, OptimizerConfig optim, int batch, i
         return new TrainConfig(model, optim, r.i("train.batch"), r.i("train.seq_len"), r.i("train.grad_accum"),
                 r.i("train.steps"), r.l("train.seed"), r.i("train.eval_interval"), r.i("train.eval_batches"),
                 r.i("train.checkpoint_interval"), r.i("train.keep_checkpoints"), r.i("train.log_interval"),
-                r.s("data.path"), r.d("data.val_fraction"));
+                r.s("data.path"), r.d("data.val_fraction"), r.i("train.milestone_interval"),
+                new Guards.Config(r.i("guard.window"), r.i("guard.min_history"), r.d("guard.loss_z"), r.d("guard.grad_z"),
+                        Guards.Policy.parse(r.s("guard.nonfinite"), "guard.nonfinite"),
+                        Guards.Policy.parse(r.s("guard.loss_spike"), "guard.loss_spike"),
+                        Guards.Policy.parse(r.s("guard.grad_spike"), "guard.grad_spike")),
+                r.i("replay.interval"), r.d("replay.tolerance"));
     }
 
     /** The config as the flat map {@link #fromMap} reads (for saving with a run and its checkpoints). */
@@ -153,6 +173,16 @@ public record TrainConfig(LlamaConfig model, OptimizerConfig optim, int batch, i
         m.put("optim.clip", optim.clip());
         m.put("data.path", data);
         m.put("data.val_fraction", valFraction);
+        m.put("train.milestone_interval", milestoneInterval);
+        m.put("guard.window", guards.window());
+        m.put("guard.min_history", guards.minHistory());
+        m.put("guard.loss_z", guards.lossZ());
+        m.put("guard.grad_z", guards.gradZ());
+        m.put("guard.nonfinite", guards.nonFinite().name().toLowerCase(java.util.Locale.ROOT));
+        m.put("guard.loss_spike", guards.lossSpike().name().toLowerCase(java.util.Locale.ROOT));
+        m.put("guard.grad_spike", guards.gradSpike().name().toLowerCase(java.util.Locale.ROOT));
+        m.put("replay.interval", replayInterval);
+        m.put("replay.tolerance", replayTolerance);
         return m;
     }
 

@@ -1,0 +1,133 @@
+package dev.crucible.cpu.blas;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SymbolLookup;
+import java.lang.invoke.MethodHandle;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Optional;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+
+/**
+ * OpenBLAS's {@code cblas_sgemm} / {@code cblas_sgemv} through FFM, for the CPU backend's matmul. Optional: when no
+ * {@code libopenblas.so.0} can be loaded, {@link #load} returns empty and the backend keeps its Java kernels.
+ *
+ * <p><b>Determinism.</b> OpenBLAS gives the same bits run after run for one library build, one CPU kind and one
+ * thread count, but it makes no promise across thread counts (its level-3 driver splits M and N by the thread
+ * count, and small shapes take other kernels), across versions, or across CPUs (the kernel is picked at load time
+ * from the CPU). A run that must produce the same bits on any thread count uses the Java kernels
+ * ({@code CRUCIBLE_BLAS=off}); see docs/performance.md.
+ *
+ * <p>All matrices are row-major {@code MemorySegment}s in native memory; calls with heap segments are refused by
+ * FFM, so callers check {@link MemorySegment#isNative()} first. One instance per process is enough: the library is
+ * loaded once into the global arena and never unloaded.
+ */
+public final class OpenBlas {
+    // CBLAS enum values (cblas.h).
+    private static final int ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112;
+
+    /** The sonames tried in order when no explicit path is given. */
+    public static final List<String> DEFAULT_NAMES = List.of("libopenblas.so.0", "libopenblas.so",
+            "/usr/lib/x86_64-linux-gnu/libopenblas.so.0", "/usr/lib/aarch64-linux-gnu/libopenblas.so.0");
+
+    private final String library;
+    private final MethodHandle sgemm, sgemv, setThreads, getConfig;
+
+    private OpenBlas(String library, SymbolLookup lib) {
+        Linker linker = Linker.nativeLinker();
+        this.library = library;
+        this.sgemm = linker.downcallHandle(lib.findOrThrow("cblas_sgemm"), FunctionDescriptor.ofVoid(
+                JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_FLOAT, ADDRESS, JAVA_INT, ADDRESS,
+                JAVA_INT, JAVA_FLOAT, ADDRESS, JAVA_INT));
+        this.sgemv = linker.downcallHandle(lib.findOrThrow("cblas_sgemv"), FunctionDescriptor.ofVoid(
+                JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_FLOAT, ADDRESS, JAVA_INT, ADDRESS, JAVA_INT, JAVA_FLOAT,
+                ADDRESS, JAVA_INT));
+        this.setThreads = lib.find("openblas_set_num_threads")
+                .map(s -> linker.downcallHandle(s, FunctionDescriptor.ofVoid(JAVA_INT))).orElse(null);
+        this.getConfig = lib.find("openblas_get_config")
+                .map(s -> linker.downcallHandle(s, FunctionDescriptor.of(ADDRESS))).orElse(null);
+    }
+
+    /**
+     * Loads OpenBLAS from {@code path} (a file or a soname), or from {@link #DEFAULT_NAMES} when null. Empty when
+     * no candidate loads or it lacks the CBLAS symbols; never throws for a missing library.
+     */
+    public static Optional<OpenBlas> load(String path) {
+        List<String> names = new ArrayList<>();
+        if (path != null && !path.isBlank()) names.add(path);
+        else names.addAll(DEFAULT_NAMES);
+        for (String name : names) {
+            try {
+                if (name.contains("/") && !Files.exists(Path.of(name))) continue;
+                SymbolLookup lib = SymbolLookup.libraryLookup(name, Arena.global());
+                if (lib.find("cblas_sgemm").isEmpty() || lib.find("cblas_sgemv").isEmpty()) continue;
+                return Optional.of(new OpenBlas(name, lib));
+            } catch (IllegalArgumentException | IllegalCallerException | UnsupportedOperationException e) {
+                // not loadable here (absent, wrong architecture, native access denied): try the next candidate
+            }
+        }
+        return Optional.empty();
+    }
+
+    /** The name it was loaded from, and OpenBLAS's own build description when it has one. */
+    public String describe() {
+        String cfg = "";
+        if (getConfig != null) {
+            try {
+                MemorySegment s = (MemorySegment) getConfig.invokeExact();
+                cfg = " (" + s.reinterpret(256).getString(0).trim() + ")";
+            } catch (Throwable t) {
+                cfg = "";
+            }
+        }
+        return library + cfg;
+    }
+
+    /** OpenBLAS's worker count for subsequent calls (process-wide). */
+    public void threads(int n) {
+        if (setThreads == null) return;
+        try {
+            setThreads.invokeExact(n);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * c(M,N) = op(a)(M,K)·op(b)(K,N) + (accumulate ? c : 0), row-major: a stored (M,K), or (K,M) when transA; b
+     * stored (K,N), or (N,K) when transB. M = 1 goes to sgemv (about 3x faster than sgemm for a vector).
+     */
+    public void gemm(MemorySegment a, MemorySegment b, MemorySegment c, int m, int n, int k, boolean transA,
+                     boolean transB, boolean accumulate) {
+        float beta = accumulate ? 1f : 0f;
+        try {
+            if (m == 1) {
+                // a is K contiguous floats either way; c(1,N) = op(b)ᵀ-as-stored · a. Overwrite = zero, then add:
+                // some OpenBLAS versions scale y by beta = 0 as a multiply, which would keep a NaN already in c.
+                if (!accumulate) c.asSlice(0, 4L * n).fill((byte) 0);
+                beta = 1f;
+                if (transB) sgemv.invokeExact(ROW_MAJOR, NO_TRANS, n, k, 1f, b, k, a, 1, beta, c, 1);
+                else sgemv.invokeExact(ROW_MAJOR, TRANS, k, n, 1f, b, n, a, 1, beta, c, 1);
+                return;
+            }
+            sgemm.invokeExact(ROW_MAJOR, transA ? TRANS : NO_TRANS, transB ? TRANS : NO_TRANS, m, n, k, 1f,
+                    a, transA ? m : k, b, transB ? k : n, beta, c, n);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static RuntimeException rethrow(Throwable t) {
+        if (t instanceof RuntimeException r) return r;
+        if (t instanceof Error e) throw e;
+        return new IllegalStateException(t);
+    }
+}

@@ -1,0 +1,57 @@
+package dev.crucible.qualify;
+
+import dev.crucible.backend.Backend;
+import dev.crucible.backend.Backends;
+import dev.crucible.backend.ref.RefBackend;
+import dev.crucible.model.LlamaConfig;
+import org.junit.jupiter.api.Test;
+
+import java.time.Duration;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** Parity of one training step: the healthy CPU backend matches the reference; each defect is found and named. */
+class ParityTest {
+    static final LlamaConfig TINY = new LlamaConfig(61, 32, 2, 4, 2, 48, 16, 10_000f, 1e-5f, false);
+
+    static ParityReport parity(Backend a, Backend b) {
+        return Parity.run(a, b, new Parity.Config(TINY, 2, 12, 7, Parity.TOLERANCE, Parity.LOCAL_TOLERANCE, Duration.ofSeconds(3)), null);
+    }
+
+    @Test
+    void cpuMatchesReference() {
+        try (Backend ref = new RefBackend(); Backend cpu = Backends.create("cpu", 2)) {
+            ParityReport r = parity(ref, cpu);
+            System.out.println(r.toText());
+            assertTrue(r.passed(), r.summary());
+            assertEquals(-1, StepLabels.training(TINY).mismatchAt());
+            assertTrue(r.free().stream().noneMatch(d -> d.phase().equals("?")), "every op labelled");
+        }
+    }
+
+    @Test
+    void reducedMantissaIsTheFirstMatMul() {
+        try (Backend cpu = Backends.create("cpu", 2); Backend bad = Backends.create("defective:matmul-mantissa=10", 2)) {
+            ParityReport r = parity(cpu, bad);
+            System.out.println(r.toText());
+            OpDiff d = r.firstDivergence().orElseThrow();
+            assertEquals("MatMul", d.op());
+            assertEquals("layer 0", d.layer());
+            assertEquals("q_proj", d.what());
+            assertEquals("MatMul", r.firstAtFault().orElseThrow().op());
+        }
+    }
+
+    @Test
+    void hangIsNamed() {
+        try (Backend cpu = Backends.create("cpu", 2); Backend bad = Backends.create("defective:hang=SwiGlu", 2)) {
+            ParityReport r = Parity.run(cpu, bad, new Parity.Config(TINY, 2, 12, 7, Parity.TOLERANCE, Parity.LOCAL_TOLERANCE, Duration.ofMillis(500)), null);
+            System.out.println(r.summary());
+            assertNotNull(r.stopped());
+            assertTrue(r.stopped().contains("SwiGlu") && r.stopped().contains("hung"), r.stopped());
+            assertEquals("SwiGlu", r.firstDivergence().orElseThrow().op());
+        }
+    }
+}
