@@ -90,7 +90,9 @@ final class QuickstartCommand implements Callable<Integer> {
             return Map.of("heldout_accuracy", accuracy(model, tok, task, n, null));
         };
         try (TokenDataset ds = TokenDataset.open(shards)) {
-            TrainCommand.run(cfg, ds, runDir, shards.resolve("tokenizer.json"), backendOptions, evaluator);
+            int code = TrainCommand.run(cfg, ds, runDir, shards.resolve("tokenizer.json"), backendOptions,
+                    Trainer.Options.defaults().withEvaluator(evaluator));
+            if (code != 0) return code;
         }
 
         System.out.println("4/4  sample generations on held-out problems (greedy):");

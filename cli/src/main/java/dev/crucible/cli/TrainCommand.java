@@ -3,6 +3,8 @@ package dev.crucible.cli;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.crucible.backend.Backend;
 import dev.crucible.train.Trainer;
+import dev.crucible.train.fault.FaultPlan;
+import dev.crucible.train.fault.Supervisor;
 import dev.crucible.train.TrainConfig;
 import dev.crucible.train.data.TokenDataset;
 import picocli.CommandLine.Command;
@@ -20,6 +22,8 @@ import java.util.concurrent.Callable;
         description = {"Train a Llama-style model on prepared token shards (see 'crucible data prepare').",
                 "Settings come from defaults, then --config (TOML or JSON, sections model/train/optim/data), then flags.",
                 "An existing run directory with checkpoints is resumed from its newest good checkpoint.",
+                "Runs supervised: the training worker is a child process, restarted after a crash or hang; Ctrl-C or",
+                "SIGTERM makes it write a final checkpoint first. Faults are logged to RUN/events.jsonl ('crucible runs show RUN').",
                 "Writes RUN/config.json, RUN/metrics.jsonl, RUN/checkpoints/step-NNNNNNNN/, RUN/loss.png."})
 final class TrainCommand implements Callable<Integer> {
     @Option(names = "--config", paramLabel = "FILE", description = "Config file (.toml or .json). Unknown keys are errors.")
@@ -71,6 +75,36 @@ final class TrainCommand implements Callable<Integer> {
     @Option(names = "--clip", description = "Global gradient-norm clip (0 = off).") Double clip;
     @Option(names = "--val-fraction", description = "Share of the data held out for validation.") Double valFraction;
 
+    // Fault tolerance
+    @Option(names = "--no-supervise", description = "Train in this process instead of a supervised worker process (no restarts).")
+    boolean noSupervise;
+
+    @Option(names = "--worker", hidden = true, description = "Internal: this process is the supervised worker.")
+    boolean worker;
+
+    @Option(names = "--max-restarts", defaultValue = "10", description = "Restarts after crashes or hangs before giving up. Default: ${DEFAULT-VALUE}.")
+    int maxRestarts;
+
+    @Option(names = "--heartbeat-timeout", defaultValue = "600", paramLabel = "SECONDS",
+            description = "A worker with no finished step for this long is considered hung and restarted. Default: ${DEFAULT-VALUE}.")
+    double heartbeatTimeout;
+
+    @Option(names = "--restart-backoff", defaultValue = "2", paramLabel = "SECONDS",
+            description = "Wait before the first restart; doubles each time, at most 60 s. Default: ${DEFAULT-VALUE}.")
+    double restartBackoff;
+
+    @Option(names = "--faults", paramLabel = "SPEC",
+            description = {"Inject faults (testing, chaos runs), e.g. kill@120,hang@300,nan@450,spike@500,corrupt-ckpt@600.",
+                    "Also read from $CRUCIBLE_FAULTS. See docs/fault-tolerance.md."})
+    String faults;
+
+    @Option(names = "--replay-backend", defaultValue = "ref", paramLabel = "NAME",
+            description = "Second backend for the silent-corruption check (replay.interval > 0). Default: ${DEFAULT-VALUE}.")
+    String replayBackend;
+
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec spec;
+
     @Mixin
     BackendOptions backendOptions;
 
@@ -98,36 +132,98 @@ final class TrainCommand implements Callable<Integer> {
         if (dataPath == null || dataPath.toString().isEmpty()) throw new UserException("no training data: pass --data DIR (made by 'crucible data prepare') or set data.path");
         Path dataDir = Path.of(dataPath.toString());
         if (!Files.exists(dataDir)) throw new UserException("data directory not found: " + dataDir);
-        dev.crucible.formats.hf.ModelWeights init = null;
-        if (initModel != null) {
-            init = ModelFiles.forTraining(initModel, flat);
-        }
+        dev.crucible.formats.hf.ModelWeights init = initModel == null ? null : ModelFiles.forTraining(initModel, flat);
+        TrainConfig cfg;
         try (TokenDataset ds = TokenDataset.open(dataDir)) {
             if (!flat.containsKey("model.vocab")) flat.put("model.vocab", ds.vocabSize());
-            TrainConfig cfg = TrainConfig.fromMap(flat);
+            cfg = TrainConfig.fromMap(flat);
+        }
+        String faultSpec = faults != null ? faults : System.getenv("CRUCIBLE_FAULTS");
+        FaultPlan plan = FaultPlan.parse(faultSpec, cfg.seed(), out); // validates the spec before anything starts
+        if (!worker && !noSupervise) return supervise(new Supervisor.Policy(maxRestarts, heartbeatTimeout, restartBackoff, 60));
+        try (TokenDataset ds = TokenDataset.open(dataDir)) {
             Path tokenizer = dataDir.resolve("tokenizer.json");
-            final dev.crucible.formats.hf.ModelWeights w = init;
-            return run(cfg, ds, out, Files.exists(tokenizer) ? tokenizer : null, backendOptions, null,
-                    w == null ? null : model -> ModelFiles.copyInto(w, model));
+            Trainer.Options o = Trainer.Options.defaults().withFaults(plan, FaultPlan.Actions.PROCESS);
+            if (init != null) o = o.withInitializer(model -> ModelFiles.copyInto(init, model));
+            if (cfg.replayInterval() > 0) o = o.withReplay(dev.crucible.backend.Backends.create(replayBackend, 1));
+            try {
+                return run(cfg, ds, out, Files.exists(tokenizer) ? tokenizer : null, backendOptions, o);
+            } finally {
+                if (o.replayBackend() != null) o.replayBackend().close();
+            }
         }
     }
 
-    /** Runs training with the standard progress display and draws the curves afterwards (shared with quickstart). */
-    static Integer run(TrainConfig cfg, TokenDataset ds, Path runDir, Path tokenizer, BackendOptions bo,
-                       Trainer.Evaluator evaluator) throws Exception {
-        return run(cfg, ds, runDir, tokenizer, bo, evaluator, null);
+    /** Re-runs this command as a child JVM ("--worker") under a {@link Supervisor}. */
+    private int supervise(Supervisor.Policy policy) throws Exception {
+        List<String> cmd = new java.util.ArrayList<>();
+        cmd.add(ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
+        cmd.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
+        cmd.add("-cp");
+        cmd.add(System.getProperty("java.class.path"));
+        cmd.add(Main.class.getName());
+        cmd.add("train");
+        cmd.addAll(spec.commandLine().getParseResult().originalArgs());
+        cmd.add("--worker");
+        Supervisor sup = new Supervisor(cmd, out, policy);
+        Thread hook = new Thread(() -> {
+            sup.stop();
+            try {
+                sup.awaitChild(120_000);
+            } catch (InterruptedException ignored) {
+                Thread.currentThread().interrupt();
+            }
+        }, "supervisor-stop");
+        Runtime.getRuntime().addShutdownHook(hook);
+        try {
+            return sup.run();
+        } finally {
+            try {
+                Runtime.getRuntime().removeShutdownHook(hook);
+            } catch (IllegalStateException ignored) {
+                // already shutting down
+            }
+        }
     }
 
-    /** As above; {@code init}, if not null, sets the initial weights of a fresh run (instead of random ones). */
+    /**
+     * Runs training in this process with the standard progress display, a stop hook (SIGINT/SIGTERM: finish the
+     * step, write a checkpoint, exit) and the curves drawn afterwards. Shared with quickstart.
+     */
     static Integer run(TrainConfig cfg, TokenDataset ds, Path runDir, Path tokenizer, BackendOptions bo,
-                       Trainer.Evaluator evaluator, java.util.function.Consumer<dev.crucible.model.Llama> init) throws Exception {
+                       Trainer.Options options) throws Exception {
         Files.createDirectories(runDir);
         Files.writeString(runDir.resolve("config.json"), new ObjectMapper().writerWithDefaultPrettyPrinter().writeValueAsString(cfg.toNestedMap()));
         try (Backend be = bo.create()) {
             System.out.printf("backend %s; run directory %s%n", be.name(), runDir);
-            Trainer t = new Trainer(cfg, be, ds, runDir, tokenizer, Trainer.Options.defaults()
-                    .withListener(new Progress(System.out, cfg.logInterval())).withEvaluator(evaluator).withInitializer(init));
-            Trainer.Result r = t.run();
+            Trainer t = new Trainer(cfg, be, ds, runDir, tokenizer,
+                    options.withListener(new Progress(System.out, Math.max(cfg.logInterval(), cfg.steps() / 40))));
+            java.util.concurrent.CountDownLatch finished = new java.util.concurrent.CountDownLatch(1);
+            Thread hook = new Thread(() -> {
+                t.requestStop();
+                try {
+                    finished.await(120, java.util.concurrent.TimeUnit.SECONDS);
+                } catch (InterruptedException ignored) {
+                    Thread.currentThread().interrupt();
+                }
+            }, "train-stop");
+            Runtime.getRuntime().addShutdownHook(hook);
+            Trainer.Result r;
+            try {
+                r = t.run();
+            } finally {
+                finished.countDown();
+            }
+            boolean shuttingDown = false;
+            try {
+                Runtime.getRuntime().removeShutdownHook(hook);
+            } catch (IllegalStateException e) {
+                shuttingDown = true;
+            }
+            if (r.stopped() || shuttingDown) {
+                System.out.println("stopped at step " + r.steps() + "; checkpoint: " + r.lastCheckpoint());
+                return 130;
+            }
             List<Path> plots = Plots.draw(runDir);
             System.out.printf("done: %d steps in %s, final loss %.4f%n", r.steps(), Progress.time(r.seconds()), r.finalLoss());
             System.out.println("checkpoint: " + r.lastCheckpoint());

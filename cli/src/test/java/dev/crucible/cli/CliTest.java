@@ -58,7 +58,7 @@ class CliTest {
         String[] train = {"train", "--data", data.toString(), "--out", run.toString(), "--dim", "32", "--layers", "2",
                 "--heads", "4", "--kv-heads", "2", "--ffn", "64", "--context", "32", "--seq-len", "32", "--batch", "4",
                 "--steps", "6", "--checkpoint-interval", "3", "--eval-interval", "3", "--eval-batches", "1", "--log-interval", "1",
-                "--lr", "3e-3", "--warmup", "2", "--threads", "2"};
+                "--lr", "3e-3", "--warmup", "2", "--threads", "2", "--no-supervise"};
         Run t = run(train);
         assertEquals(0, t.code(), t.err());
         assertTrue(Files.exists(run.resolve("checkpoints/step-00000006/DONE")), t.out());
@@ -137,7 +137,8 @@ class CliTest {
         Path data = dir.resolve("shards"), run = dir.resolve("run");
         assertEquals(0, run("data", "prepare", "--out", data.toString(), corpus(dir).toString()).code());
         Run t = run("train", "--data", data.toString(), "--out", run.toString(), "--dim", "16", "--layers", "1", "--heads", "2",
-                "--ffn", "32", "--context", "16", "--seq-len", "16", "--batch", "2", "--steps", "2", "--checkpoint-interval", "1");
+                "--ffn", "32", "--context", "16", "--seq-len", "16", "--batch", "2", "--steps", "2", "--checkpoint-interval", "1",
+                "--no-supervise");
         assertEquals(0, t.code(), t.err());
         Path newest = run.resolve("checkpoints/step-00000002/model.safetensors");
         byte[] b = Files.readAllBytes(newest);

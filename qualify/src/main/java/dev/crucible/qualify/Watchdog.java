@@ -21,7 +21,7 @@ public final class Watchdog {
         private final Duration timeout;
 
         HangException(String backend, WatchedBackend.InFlight f, Duration timeout) {
-            super(f.op() + " (op #" + f.index() + ") on " + backend + " did not return within " + seconds(timeout));
+            super(f.op() + " on " + backend + " did not return within " + seconds(timeout));
             this.backend = backend;
             this.op = f.op();
             this.index = f.index();

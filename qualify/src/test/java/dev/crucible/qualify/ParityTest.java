@@ -35,12 +35,48 @@ class ParityTest {
     void reducedMantissaIsTheFirstMatMul() {
         try (Backend cpu = Backends.create("cpu", 2); Backend bad = Backends.create("defective:matmul-mantissa=10", 2)) {
             ParityReport r = parity(cpu, bad);
-            System.out.println(r.toText());
+            System.out.println(r.summary());
+            System.out.println(r.gradTable());
             OpDiff d = r.firstDivergence().orElseThrow();
             assertEquals("MatMul", d.op());
             assertEquals("layer 0", d.layer());
             assertEquals("q_proj", d.what());
             assertEquals("MatMul", r.firstAtFault().orElseThrow().op());
+        }
+    }
+
+    @Test
+    void bitFlipIsLocated() {
+        try (Backend cpu = Backends.create("cpu", 2); Backend bad = Backends.create("defective:bitflip=SwiGluBackward@0.01", 2)) {
+            ParityReport r = parity(cpu, bad);
+            System.out.println(r.summary());
+            assertEquals("SwiGluBackward", r.firstDivergence().orElseThrow().op());
+            assertEquals("layer 1", r.firstDivergence().orElseThrow().layer());
+            assertEquals("SwiGluBackward", r.firstAtFault().orElseThrow().op());
+        }
+    }
+
+    @Test
+    void nanIsLocated() {
+        try (Backend cpu = Backends.create("cpu", 2); Backend bad = Backends.create("defective:nan-on=Attention@6", 2)) {
+            ParityReport r = parity(cpu, bad);
+            System.out.println(r.summary());
+            OpDiff d = r.firstDivergence().orElseThrow();
+            assertEquals("Attention", d.op());
+            assertTrue(d.nonFiniteB() > 0);
+            assertTrue(r.summary().contains("non-finite"), r.summary());
+        }
+    }
+
+    @Test
+    void missingOpStopsTheStepAndIsNamed() {
+        try (Backend cpu = Backends.create("cpu", 2); Backend bad = Backends.create("defective:missing=RmsNormBackward", 2)) {
+            ParityReport r = parity(cpu, bad);
+            System.out.println(r.summary());
+            assertNotNull(r.stopped());
+            OpDiff d = r.firstDivergence().orElseThrow();
+            assertEquals("RmsNormBackward", d.op());
+            assertTrue(d.problem().startsWith("unsupported by defective"), d.problem());
         }
     }
 

@@ -135,7 +135,7 @@ public final class GgufModel {
         if (m.eos() >= 0) w.put("tokenizer.ggml.eos_token_id", GgufValue.u32(m.eos()));
         w.put("tokenizer.ggml.add_bos_token", GgufValue.bool(false));
         w.put("tokenizer.ggml.add_eos_token", GgufValue.bool(false));
-        if (tok.chatTemplate() != null) w.put("tokenizer.chat_template", GgufValue.string(tok.chatTemplate()));
+        w.put("tokenizer.chat_template", GgufValue.string(tok.chatTemplate() != null ? tok.chatTemplate() : dev.crucible.formats.hf.HfModel.DEFAULT_CHAT_TEMPLATE));
         w.put(PATTERN_KEY, GgufValue.string(tok.pattern()));
 
         Map<String, long[]> shapes = s.tensorShapes();
@@ -260,21 +260,29 @@ public final class GgufModel {
         if (merges != null) for (Object o : merges) ms.add((String) o);
         Path tmp = null;
         try {
-            tmp = Files.createTempFile("crucible-gguf-tokenizer", ".json");
-            Files.write(tmp, json.writeValueAsBytes(root));
-            Tokenizer t = Tokenizer.load(tmp);
+            tmp = Files.createTempDirectory("gguf-");
+            Files.write(tmp.resolve("tokenizer.json"), json.writeValueAsBytes(root));
+            Tokenizer t = Tokenizer.load(tmp.resolve("tokenizer.json"));
             if (t.vocabSize() > vocab) throw new FormatException(file, "the tokenizer has " + t.vocabSize() + " ids but the model's vocabulary is " + vocab);
             GgufValue tmpl = g.get("tokenizer.chat_template");
             return tmpl != null && tmpl.type() == GgufValue.Type.STRING ? t.withChatTemplate((String) tmpl.value()) : t;
         } catch (FormatException e) {
             String msg = e.getMessage();
-            int cut = tmp == null ? -1 : msg.indexOf(tmp.toString());
+            String staged = tmp == null ? "\u0000" : tmp.resolve("tokenizer.json").toString();
+            int cut = msg.indexOf(staged);
             throw new FormatException(file, "tokenizer.ggml.* do not form a valid byte-level BPE tokenizer: "
-                    + (cut >= 0 ? msg.substring(cut + tmp.toString().length()).replaceFirst("^: ", "") : msg));
+                    + (cut >= 0 ? msg.substring(cut + staged.length()).replaceFirst("^: ", "") : msg));
         } catch (IOException e) {
             throw new FormatException(file, "cannot stage the tokenizer: " + e.getMessage());
         } finally {
-            if (tmp != null) try { Files.deleteIfExists(tmp); } catch (IOException ignored) { }
+            if (tmp != null) {
+                try {
+                    Files.deleteIfExists(tmp.resolve("tokenizer.json"));
+                    Files.deleteIfExists(tmp);
+                } catch (IOException ignored) {
+                    // a leftover temporary file is harmless
+                }
+            }
         }
     }
 }
