@@ -142,7 +142,7 @@ final class BenchCommand implements Runnable {
                         + "kv_heads, ffn, vocab, T, B, tied.")
         String config;
 
-        @Option(names = "--steps", defaultValue = "12", description = "Steps per run, warm-up included. Default: ${DEFAULT-VALUE}.")
+        @Option(names = "--steps", defaultValue = "14", description = "Steps per run, warm-up included. Default: ${DEFAULT-VALUE}.")
         int steps;
 
         @Option(names = "--warmup-steps", defaultValue = "2", description = "Steps left out of the timing. Default: ${DEFAULT-VALUE}.")
@@ -176,8 +176,16 @@ final class BenchCommand implements Runnable {
         @Option(names = "--peak-size", defaultValue = "2048", description = "n of the n³ sgemm that measures the matmul peak. Default: ${DEFAULT-VALUE}.")
         int peakSize;
 
+        @Option(names = "--profile", description = "Also print Crucible's time per op kind (matmuls by shape) over the measured steps.")
+        boolean profile;
+
         @Option(names = "--json", paramLabel = "FILE", description = "Also write the results as JSON.")
         Path json;
+
+        @Option(names = "--jit-warmup", defaultValue = "40", paramLabel = "STEPS",
+                description = "Untimed steps of a tiny model of the same kind first, so the JIT has compiled every kernel "
+                        + "before the timed run (a long training run never sees that cost). 0 = none. Default: ${DEFAULT-VALUE}.")
+        int jitWarmup;
 
         @Option(names = "--seed", defaultValue = "1234", description = "Seed for weights and tokens. Default: ${DEFAULT-VALUE}.")
         long seed;
@@ -211,6 +219,13 @@ final class BenchCommand implements Runnable {
                     peakSize, Peak.REPS);
             out.flush();
 
+            if (jitWarmup > 0) {
+                long t0 = System.nanoTime();
+                jitWarmup(shape, lib);
+                out.printf(Locale.ROOT, "JIT warm-up: %d steps of a tiny model in %.1f s (not timed)%n", jitWarmup,
+                        (System.nanoTime() - t0) / 1e9);
+                out.flush();
+            }
             List<Result> crucible = new ArrayList<>(), torch = new ArrayList<>();
             for (int r = 0; r < rounds; r++) {
                 crucible.add(runCrucible(shape, lib, out));
@@ -225,8 +240,8 @@ final class BenchCommand implements Runnable {
         // ---- Crucible -------------------------------------------------------------------------------------------
 
         private Backend createBackend(OpenBlas lib) {
-            if (backend.equals("cpu")) return new CpuBackend(threads, lib);
-            return Backends.create(backend, threads);
+            Backend be = backend.equals("cpu") ? new CpuBackend(threads, lib) : Backends.create(backend, threads);
+            return profile ? new Profiler(be) : be;
         }
 
         private String crucibleLabel(OpenBlas lib) {
@@ -247,6 +262,7 @@ final class BenchCommand implements Runnable {
                 model.initRandom(seed, 0.02);
                 int[] seqBuf = new int[shape.seq() + 1];
                 for (int step = 0; step < steps; step++) {
+                    if (be instanceof Profiler p && step == warmupSteps) p.reset();
                     for (int b = 0; b < shape.batch(); b++) {
                         for (int i = 0; i <= shape.seq(); i++) seqBuf[i] = rng.nextInt(shape.vocab());
                         System.arraycopy(seqBuf, 0, ids, b * shape.seq(), shape.seq());
@@ -273,12 +289,37 @@ final class BenchCommand implements Runnable {
                         phases[2][s] = (t3 - t2) / 1e6;
                     }
                 }
+                if (be instanceof Profiler p) p.print(out, steps - warmupSteps);
             }
             Map<String, Double> ph = new LinkedHashMap<>();
             ph.put("forward+backward", median(phases[0]));
             ph.put("clip", median(phases[1]));
             ph.put("adamw", median(phases[2]));
             return new Result(crucibleLabel(lib), tps, ph, shape.flopsPerToken(), heapPeak(), rssPeak(), null);
+        }
+
+        /** Runs the training step of a tiny model with the same head layout and tying, to get the kernels compiled. */
+        private void jitWarmup(Shape shape, OpenBlas lib) {
+            int group = shape.heads() / shape.kvHeads(), heads = 4 * group, kv = 4;
+            LlamaConfig cfg = new LlamaConfig(512, heads * (shape.dim() / shape.heads()), 2, heads, kv, 2 * shape.dim() / 3 + 1,
+                    64, 10000f, 1e-5f, shape.tied());
+            int b = 2, t = 64, n = b * t;
+            int[] ids = new int[n], targets = new int[n];
+            Rng rng = Rng.keyed(seed, Rng.key("jit-warmup"));
+            OptimizerConfig oc = new OptimizerConfig(3e-4, 3e-5, 0, 0.9, 0.95, 1e-8, 0.1, 1.0);
+            try (Backend be = backend.equals("cpu") ? new CpuBackend(threads, lib) : Backends.create(backend, threads);
+                 Llama model = new Llama(cfg, be); AdamW opt = new AdamW(model)) {
+                model.initRandom(seed, 0.02);
+                for (int step = 0; step < jitWarmup; step++) {
+                    for (int i = 0; i < n; i++) {
+                        ids[i] = rng.nextInt(cfg.vocab());
+                        targets[i] = rng.nextInt(cfg.vocab());
+                    }
+                    model.zeroGrads();
+                    model.step(ids, targets, b, t, 1f / n);
+                    opt.update(oc, step + 1, 3e-4, AdamW.clipCoef(opt.gradNorm(), 1.0));
+                }
+            }
         }
 
         // ---- the PyTorch peer -----------------------------------------------------------------------------------
@@ -508,6 +549,52 @@ final class BenchCommand implements Runnable {
             m.put("heap_peak_bytes", r.heapPeak());
             m.put("rss_peak_bytes", r.rssPeak());
             return m;
+        }
+    }
+
+    /** Times every op by kind (matmuls also by shape); delegates everything. For --profile only. */
+    static final class Profiler implements Backend {
+        private final Backend be;
+        private final Map<String, long[]> time = new java.util.TreeMap<>(); // key -> {nanos, count}
+
+        Profiler(Backend be) { this.be = be; }
+
+        void reset() { time.clear(); }
+
+        void print(PrintWriter out, int steps) {
+            long total = time.values().stream().mapToLong(v -> v[0]).sum();
+            out.printf(Locale.ROOT, "  profile: %.1f ms of ops per step%n", total / 1e6 / steps);
+            time.entrySet().stream().sorted((x, y) -> Long.compare(y.getValue()[0], x.getValue()[0])).forEach(e ->
+                    out.printf(Locale.ROOT, "  %8.2f ms/step %5.1f%% %5d calls/step  %s%s%n", e.getValue()[0] / 1e6 / steps,
+                            100.0 * e.getValue()[0] / total, e.getValue()[1] / steps, e.getKey(), e.getValue()[2] == 0 ? ""
+                                    : String.format(Locale.ROOT, " %.1f GFLOP/s", e.getValue()[2] / (double) e.getValue()[0])));
+        }
+
+        private static String key(Op op) {
+            if (op instanceof Op.MatMul m) {
+                return String.format(Locale.ROOT, "MatMul m%d n%d k%d%s%s%s", m.m(), m.n(), m.k(),
+                        m.transA() ? " tA" : "", m.transB() ? " tB" : "", m.accumulate() ? " acc" : "");
+            }
+            return op.getClass().getSimpleName();
+        }
+
+        @Override public String name() { return be.name(); }
+        @Override public Buffer allocate(DType type, long elements) { return be.allocate(type, elements); }
+        @Override public void copyIn(Buffer dst, java.lang.foreign.MemorySegment src) { be.copyIn(dst, src); }
+        @Override public void copyOut(Buffer src, java.lang.foreign.MemorySegment dst) { be.copyOut(src, dst); }
+        @Override public boolean supports(Op op) { return be.supports(op); }
+        @Override public void synchronize() { be.synchronize(); }
+        @Override public void close() { be.close(); }
+
+        @Override
+        public void run(Op op) {
+            long t0 = System.nanoTime();
+            be.run(op);
+            long dt = System.nanoTime() - t0;
+            long[] v = time.computeIfAbsent(key(op), k -> new long[3]);
+            v[0] += dt;
+            v[1]++;
+            if (op instanceof Op.MatMul m) v[2] += 2L * m.m() * m.n() * m.k();
         }
     }
 

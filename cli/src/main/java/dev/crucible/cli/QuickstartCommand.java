@@ -63,20 +63,9 @@ final class QuickstartCommand implements Callable<Integer> {
 
         System.out.printf("1/4  generating %,d arithmetic problems (held-out problems excluded) -> %s%n", problems, corpus);
         System.out.println("     e.g. " + task.text(task.make(347, '+', 285)).strip());
+        DataPrepare.Summary s = arithmeticShards(task, corpus, shards, problems, seed);
+        Tokenizer tok = Tokenizer.load(shards.resolve("tokenizer.json"));
         ObjectMapper json = new ObjectMapper();
-        try (BufferedWriter w = Files.newBufferedWriter(corpus)) {
-            for (int i = 0; i < problems; i++) {
-                Problem p = task.corpusProblem(seed, i);
-                w.write(json.writeValueAsString(Map.of("text", task.text(p))));
-                w.newLine();
-            }
-        }
-
-        Tokenizer tok = Tokenizer.byteLevel(List.of(Tokenizers.EOS));
-        int eos = Tokenizers.eosId(tok);
-        DataPrepare.Summary s = DataPrepare.prepare(List.of(corpus), shards, tok::encode, eos, tok.vocabSize(), tok.name(),
-                "text", 100_000_000, null);
-        tok.saveHuggingFace(shards.resolve("tokenizer.json"));
         System.out.printf("2/4  tokenized (byte-level, vocabulary %d): %,d tokens in %d shard(s) -> %s%n", tok.vocabSize(), s.tokens(), s.shards().size(), shards);
 
         TrainConfig cfg = config(tok.vocabSize());
@@ -112,6 +101,27 @@ final class QuickstartCommand implements Callable<Integer> {
         System.out.println("  plots        " + runDir.resolve("loss.png") + ", " + runDir.resolve("accuracy.png"));
         System.out.println("Try:  ./crucible generate --checkpoint " + runDir + " --prompt '123+456=' --stop $'\\n'");
         return 0;
+    }
+
+    /**
+     * Writes {@code problems} training problems as JSONL (one document each) and tokenizes them byte-level into
+     * shards with a tokenizer.json: the built-in data of quickstart and chaos.
+     */
+    static DataPrepare.Summary arithmeticShards(ArithmeticTask task, Path corpus, Path shards, int problems, long seed) throws java.io.IOException {
+        Files.createDirectories(corpus.getParent());
+        ObjectMapper json = new ObjectMapper();
+        try (BufferedWriter w = Files.newBufferedWriter(corpus)) {
+            for (int i = 0; i < problems; i++) {
+                Problem p = task.corpusProblem(seed, i);
+                w.write(json.writeValueAsString(Map.of("text", task.text(p))));
+                w.newLine();
+            }
+        }
+        Tokenizer tok = Tokenizer.byteLevel(List.of(Tokenizers.EOS));
+        DataPrepare.Summary s = DataPrepare.prepare(List.of(corpus), shards, tok::encode, Tokenizers.eosId(tok), tok.vocabSize(),
+                tok.name(), "text", 100_000_000, null);
+        tok.saveHuggingFace(shards.resolve("tokenizer.json"));
+        return s;
     }
 
     /** The quickstart model and schedule: small enough for a few minutes on 2 cores, big enough to learn the task. */

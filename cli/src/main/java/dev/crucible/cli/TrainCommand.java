@@ -154,18 +154,23 @@ final class TrainCommand implements Callable<Integer> {
         }
     }
 
-    /** Re-runs this command as a child JVM ("--worker") under a {@link Supervisor}. */
-    private int supervise(Supervisor.Policy policy) throws Exception {
+    /** The command line that runs crucible with these arguments in a new JVM with this JVM's settings. */
+    static List<String> selfCommand(List<String> args) {
         List<String> cmd = new java.util.ArrayList<>();
         cmd.add(ProcessHandle.current().info().command().orElse(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
         cmd.addAll(java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments());
         cmd.add("-cp");
         cmd.add(System.getProperty("java.class.path"));
         cmd.add(Main.class.getName());
-        cmd.add("train");
-        cmd.addAll(spec.commandLine().getParseResult().originalArgs());
-        cmd.add("--worker");
-        Supervisor sup = new Supervisor(cmd, out, policy);
+        cmd.addAll(args);
+        return cmd;
+    }
+
+    /** Re-runs this command as a child JVM ("--worker") under a {@link Supervisor}. */
+    private int supervise(Supervisor.Policy policy) throws Exception {
+        List<String> args = new java.util.ArrayList<>(spec.commandLine().getParseResult().originalArgs()); // starts with "train"
+        args.add("--worker");
+        Supervisor sup = new Supervisor(selfCommand(args), out, policy);
         Thread hook = new Thread(() -> {
             sup.stop();
             try {

@@ -17,7 +17,7 @@ import java.util.function.IntConsumer;
  * not for every worker to show up: a worker that wakes late finds nothing left and goes back to sleep, so a busy
  * machine (a worker not scheduled in time) costs at most the work the caller does alone.
  */
-final class WorkerPool implements Parallel, AutoCloseable {
+public final class WorkerPool implements Parallel, AutoCloseable {
     /** Spin iterations (each a {@link Thread#onSpinWait}) before a waiting thread parks: tens of microseconds. */
     private static final int SPINS = 1 << 11;
 
@@ -61,7 +61,7 @@ final class WorkerPool implements Parallel, AutoCloseable {
     private volatile Job current;
     private volatile boolean closed;
 
-    WorkerPool(int threads) {
+    public WorkerPool(int threads) {
         if (threads < 1) throw new IllegalArgumentException("threads must be >= 1, got " + threads);
         this.threads = threads;
         this.workers = new Thread[threads - 1];
@@ -71,7 +71,7 @@ final class WorkerPool implements Parallel, AutoCloseable {
         }
     }
 
-    int threads() { return threads; }
+    public int threads() { return threads; }
 
     private void work() {
         long seen = 0;

@@ -24,7 +24,10 @@ class ParityTest {
     void cpuMatchesReference() {
         try (Backend ref = new RefBackend(); Backend cpu = Backends.create("cpu", 2)) {
             ParityReport r = parity(ref, cpu);
-            System.out.println(r.toText());
+            System.out.println(r.summary());
+            assertTrue(r.free().stream().anyMatch(d -> d.index() == 73 && d.layer().equals("layer 0") && d.what().equals("dW q_proj")));
+            assertTrue(r.toText().contains("gradient divergence by layer"));
+            assertTrue(r.toJson().contains("\"passed\" : true"));
             assertTrue(r.passed(), r.summary());
             assertEquals(-1, StepLabels.training(TINY).mismatchAt());
             assertTrue(r.free().stream().noneMatch(d -> d.phase().equals("?")), "every op labelled");

@@ -18,10 +18,12 @@ import java.nio.ByteOrder;
  * is saved for the backward pass. Head rows are copied into arrays padded to a whole number of vectors, so D need
  * not be a multiple of the vector length.
  *
- * <p>Backward (FlashAttention-2 without atomics): probabilities are recomputed from lse. dk and dv are owned by one
- * task per (batch, kv head, key block), which sums over the group's query heads and the causal query rows in a
- * fixed order; dq is a second pass, one task per (batch, head, query block). Every output element therefore has
- * one owner and one summation order: bit-identical for any thread count.
+ * <p>Backward (FlashAttention-2 without atomics, one pass): probabilities are recomputed from lse once per (query,
+ * key) pair. One task per (batch, kv head) walks the key blocks in order; for each it sums dk and dv over the
+ * group's query heads and the causal query rows in a fixed order, and adds dS·K into a task-local dq for every
+ * row, so dq sums over key blocks in order too (lab variant attn-bwd-2 in bench/NOTES.md: about 1.6x faster than
+ * the two-pass version, which recomputed P and dS for dq). Every output element has one owner and one summation
+ * order: bit-identical for any thread count.
  */
 public final class Attention {
     private Attention() {}
@@ -160,25 +162,124 @@ public final class Attention {
                 delta[bh * t + i] = (float) RmsNorm.dot(dOut, off, out, off, d);
             }
         });
-        int kBlocks = Parallel.chunks(t, BK);
-        par.forEach(batch * kvHeads * kBlocks, task -> {
-            int kb = task % kBlocks, bkh = task / kBlocks, kh = bkh % kvHeads, b = bkh / kvHeads;
-            dkdv(dOut, q, k, v, lse, dk, dv, delta, b, kh, kb * BK, t, heads, kvHeads, group, d, dp, scale);
-        });
-        int qBlocks = Parallel.chunks(t, BQ);
-        par.forEach(batch * heads * qBlocks, task -> {
-            int qb = task % qBlocks, bh = task / qBlocks, h = bh % heads, b = bh / heads;
-            dqBlock(dOut, q, k, v, lse, dq, delta, b, h, qb * BQ, t, heads, kvHeads, group, d, dp, scale);
+        par.forEach(batch * kvHeads, task -> {
+            int kh = task % kvHeads, b = task / kvHeads;
+            backwardGroup(dOut, q, k, v, lse, dq, dk, dv, delta, b, kh, t, heads, kvHeads, group, d, dp, scale);
         });
     }
 
-    /** Row-block loads: dst[r][0..d) = src row of (b, i0+r, head) for r < rows, in a [BQ][dp] array. */
-    private static void loadRows(MemorySegment src, int b, int i0, int rows, int t, int nHeads, int head, int d,
-                                 int dp, float[] dst) {
-        for (int r = 0; r < rows; r++) {
-            MemorySegment.copy(src, F, ((((long) b * t + i0 + r) * nHeads + head) * d) * 4, dst, r * dp, d);
+    /**
+     * One (batch, kv head): every key block in order, each against the causal query rows of every query head of
+     * the group. P and dS are computed once per (query, key) pair and feed all three gradients: dv and dk of the key
+     * block (summed over heads and rows in order), and dq, accumulated in a task-local array over key blocks in order.
+     * The task owns its dq, dk and dv rows, so the summation order never depends on the thread count.
+     */
+    private static void backwardGroup(MemorySegment dOut, MemorySegment q, MemorySegment k, MemorySegment v,
+                                      MemorySegment lse, MemorySegment dq, MemorySegment dk, MemorySegment dv,
+                                      float[] delta, int b, int kh, int t, int heads, int kvHeads, int group, int d,
+                                      int dp, float scale) {
+        int tp = (t + BQ - 1) / BQ * BQ; // rows padded to whole query blocks
+        float[] qs = new float[group * tp * dp], dos = new float[group * tp * dp], dqAcc = new float[group * tp * dp];
+        float[] lses = new float[group * t], deltas = new float[group * t];
+        for (int g = 0; g < group; g++) {
+            int h = kh * group + g;
+            for (int i0 = 0; i0 < t; i0 += BQ) {
+                int rows = Math.min(BQ, t - i0);
+                loadRows(q, b, i0, rows, t, heads, h, d, dp, qs, (g * tp + i0) * dp);
+                loadRows(dOut, b, i0, rows, t, heads, h, d, dp, dos, (g * tp + i0) * dp);
+            }
+            int li = (b * heads + h) * t;
+            MemorySegment.copy(lse, F, (long) li * 4, lses, g * t, t);
+            System.arraycopy(delta, li, deltas, g * t, t);
         }
-        for (int r = rows; r < BQ; r++) java.util.Arrays.fill(dst, r * dp, r * dp + d, 0f);
+        float[] kt = new float[d * BK], vt = new float[d * BK], kr = new float[BK * dp], tmp = new float[d];
+        float[] p = new float[BQ * BK], ds = new float[BQ * BK];
+        float[] dkAcc = new float[BK * dp], dvAcc = new float[BK * dp];
+        for (int j0 = 0; j0 < t; j0 += BK) {
+            int bk = Math.min(BK, t - j0);
+            loadKeysT(k, v, b, t, kvHeads, kh, d, dp, j0, bk, kt, vt, kr, null, tmp);
+            java.util.Arrays.fill(dkAcc, 0f);
+            java.util.Arrays.fill(dvAcc, 0f);
+            for (int g = 0; g < group; g++) {
+                int qo = g * tp * dp;
+                for (int i0 = j0 / BQ * BQ; i0 < t; i0 += BQ) {
+                    int rows = Math.min(BQ, t - i0), bo = qo + i0 * dp;
+                    for (int r = 0; r < rows; r++) {
+                        int i = i0 + r, limit = Math.min(bk, i - j0 + 1);
+                        if (limit <= 0) {
+                            java.util.Arrays.fill(p, r * BK, (r + 1) * BK, 0f);
+                            java.util.Arrays.fill(ds, r * BK, (r + 1) * BK, 0f);
+                            continue;
+                        }
+                        probs(qs, dos, bo + r * dp, kt, vt, d, limit, scale, lses[g * t + i], deltas[g * t + i], p, ds,
+                                r * BK);
+                        accumulateRows(dqAcc, bo + r * dp, dp, ds, r * BK, kr, limit);
+                    }
+                    // dv[j] += Σ_r P[r][j]·dO[r]; dk[j] += Σ_r dS[r][j]·q[r]
+                    int jEnd = Math.min(bk, i0 + rows - j0);
+                    for (int j = 0; j < jEnd; j++) {
+                        for (int cv = 0; cv < dp; cv += VL) {
+                            FloatVector av = FloatVector.fromArray(S, dvAcc, j * dp + cv), av1 = FloatVector.zero(S);
+                            FloatVector ak = FloatVector.fromArray(S, dkAcc, j * dp + cv), ak1 = FloatVector.zero(S);
+                            int r = 0;
+                            for (; r + 1 < rows; r += 2) {
+                                int o0 = bo + r * dp + cv, o1 = o0 + dp, p0 = r * BK + j, p1 = p0 + BK;
+                                av = FloatVector.fromArray(S, dos, o0).fma(FloatVector.broadcast(S, p[p0]), av);
+                                ak = FloatVector.fromArray(S, qs, o0).fma(FloatVector.broadcast(S, ds[p0]), ak);
+                                av1 = FloatVector.fromArray(S, dos, o1).fma(FloatVector.broadcast(S, p[p1]), av1);
+                                ak1 = FloatVector.fromArray(S, qs, o1).fma(FloatVector.broadcast(S, ds[p1]), ak1);
+                            }
+                            for (; r < rows; r++) {
+                                int o0 = bo + r * dp + cv;
+                                av = FloatVector.fromArray(S, dos, o0).fma(FloatVector.broadcast(S, p[r * BK + j]), av);
+                                ak = FloatVector.fromArray(S, qs, o0).fma(FloatVector.broadcast(S, ds[r * BK + j]), ak);
+                            }
+                            av.add(av1).intoArray(dvAcc, j * dp + cv);
+                            ak.add(ak1).intoArray(dkAcc, j * dp + cv);
+                        }
+                    }
+                }
+            }
+            for (int j = 0; j < bk; j++) {
+                long off = ((((long) b * t + j0 + j) * kvHeads + kh) * d) * 4;
+                MemorySegment.copy(dkAcc, j * dp, dk, F, off, d);
+                MemorySegment.copy(dvAcc, j * dp, dv, F, off, d);
+            }
+        }
+        for (int g = 0; g < group; g++) {
+            int h = kh * group + g;
+            for (int i = 0; i < t; i++) {
+                MemorySegment.copy(dqAcc, (g * tp + i) * dp, dq, F, ((((long) b * t + i) * heads + h) * d) * 4, d);
+            }
+        }
+    }
+
+    /** acc[ao..ao+dp) += Σ_{j<limit} w[wo+j] · rows[j]: four independent accumulators, added in a fixed order. */
+    private static void accumulateRows(float[] acc, int ao, int dp, float[] w, int wo, float[] rows, int limit) {
+        for (int cv = 0; cv < dp; cv += VL) {
+            FloatVector a0 = FloatVector.fromArray(S, acc, ao + cv);
+            FloatVector a1 = FloatVector.zero(S), a2 = a1, a3 = a1;
+            int j = 0;
+            for (; j + 3 < limit; j += 4) {
+                a0 = FloatVector.fromArray(S, rows, j * dp + cv).fma(FloatVector.broadcast(S, w[wo + j]), a0);
+                a1 = FloatVector.fromArray(S, rows, (j + 1) * dp + cv).fma(FloatVector.broadcast(S, w[wo + j + 1]), a1);
+                a2 = FloatVector.fromArray(S, rows, (j + 2) * dp + cv).fma(FloatVector.broadcast(S, w[wo + j + 2]), a2);
+                a3 = FloatVector.fromArray(S, rows, (j + 3) * dp + cv).fma(FloatVector.broadcast(S, w[wo + j + 3]), a3);
+            }
+            for (; j < limit; j++) {
+                a0 = FloatVector.fromArray(S, rows, j * dp + cv).fma(FloatVector.broadcast(S, w[wo + j]), a0);
+            }
+            a0.add(a1).add(a2.add(a3)).intoArray(acc, ao + cv);
+        }
+    }
+
+    /** Row-block loads: dst[off + r·dp ..] = src row of (b, i0+r, head) for r < rows; rows..BQ zeroed. */
+    private static void loadRows(MemorySegment src, int b, int i0, int rows, int t, int nHeads, int head, int d,
+                                 int dp, float[] dst, int off) {
+        for (int r = 0; r < rows; r++) {
+            MemorySegment.copy(src, F, ((((long) b * t + i0 + r) * nHeads + head) * d) * 4, dst, off + r * dp, d);
+        }
+        for (int r = rows; r < BQ; r++) java.util.Arrays.fill(dst, off + r * dp, off + r * dp + d, 0f);
     }
 
     /** kt/vt[c][j] = K/V[j0+j][c] transposed, kr[j][c] = K rows; padded with zeros. */
@@ -237,97 +338,6 @@ public final class Attention {
             FloatVector pv = zero.blend(FloatVector.fromArray(S, p, po + j), S.indexInRange(j, limit));
             pv.intoArray(p, po + j);
             pv.mul(FloatVector.fromArray(S, ds, po + j).sub(delta)).mul(scale).intoArray(ds, po + j);
-        }
-    }
-
-    private static void dkdv(MemorySegment dOut, MemorySegment q, MemorySegment k, MemorySegment v, MemorySegment lse,
-                             MemorySegment dk, MemorySegment dv, float[] delta, int b, int kh, int j0, int t,
-                             int heads, int kvHeads, int group, int d, int dp, float scale) {
-        int bk = Math.min(BK, t - j0);
-        float[] kt = new float[d * BK], vt = new float[d * BK], tmp = new float[d];
-        float[] qs = new float[BQ * dp], dos = new float[BQ * dp];
-        float[] p = new float[BQ * BK], ds = new float[BQ * BK];
-        float[] dkAcc = new float[BK * dp], dvAcc = new float[BK * dp];
-        loadKeysT(k, v, b, t, kvHeads, kh, d, dp, j0, bk, kt, vt, null, null, tmp);
-        for (int g = 0; g < group; g++) {
-            int h = kh * group + g;
-            for (int i0 = j0; i0 < t; i0 += BQ) {
-                int rows = Math.min(BQ, t - i0);
-                loadRows(q, b, i0, rows, t, heads, h, d, dp, qs);
-                loadRows(dOut, b, i0, rows, t, heads, h, d, dp, dos);
-                for (int r = 0; r < rows; r++) {
-                    int i = i0 + r, limit = Math.min(bk, i - j0 + 1);
-                    int li = (b * heads + h) * t + i;
-                    probs(qs, dos, r * dp, kt, vt, d, limit, scale, lse.getAtIndex(F, li), delta[li], p, ds, r * BK);
-                }
-                // dv[j] += Σ_r P[r][j]·dO[r]; dk[j] += Σ_r dS[r][j]·q[r]
-                int jEnd = Math.min(bk, i0 + rows - j0);
-                for (int j = 0; j < jEnd; j++) {
-                    for (int cv = 0; cv < dp; cv += VL) {
-                        FloatVector av = FloatVector.fromArray(S, dvAcc, j * dp + cv), av1 = FloatVector.zero(S);
-                        FloatVector ak = FloatVector.fromArray(S, dkAcc, j * dp + cv), ak1 = FloatVector.zero(S);
-                        int r = 0;
-                        for (; r + 1 < rows; r += 2) {
-                            int o0 = r * dp + cv, o1 = o0 + dp, p0 = r * BK + j, p1 = p0 + BK;
-                            av = FloatVector.fromArray(S, dos, o0).fma(FloatVector.broadcast(S, p[p0]), av);
-                            ak = FloatVector.fromArray(S, qs, o0).fma(FloatVector.broadcast(S, ds[p0]), ak);
-                            av1 = FloatVector.fromArray(S, dos, o1).fma(FloatVector.broadcast(S, p[p1]), av1);
-                            ak1 = FloatVector.fromArray(S, qs, o1).fma(FloatVector.broadcast(S, ds[p1]), ak1);
-                        }
-                        for (; r < rows; r++) {
-                            av = FloatVector.fromArray(S, dos, r * dp + cv).fma(FloatVector.broadcast(S, p[r * BK + j]), av);
-                            ak = FloatVector.fromArray(S, qs, r * dp + cv).fma(FloatVector.broadcast(S, ds[r * BK + j]), ak);
-                        }
-                        av.add(av1).intoArray(dvAcc, j * dp + cv);
-                        ak.add(ak1).intoArray(dkAcc, j * dp + cv);
-                    }
-                }
-            }
-        }
-        for (int j = 0; j < bk; j++) {
-            long off = ((((long) b * t + j0 + j) * kvHeads + kh) * d) * 4;
-            MemorySegment.copy(dkAcc, j * dp, dk, F, off, d);
-            MemorySegment.copy(dvAcc, j * dp, dv, F, off, d);
-        }
-    }
-
-    private static void dqBlock(MemorySegment dOut, MemorySegment q, MemorySegment k, MemorySegment v,
-                                MemorySegment lse, MemorySegment dq, float[] delta, int b, int h, int i0, int t,
-                                int heads, int kvHeads, int group, int d, int dp, float scale) {
-        int kh = h / group, rows = Math.min(BQ, t - i0);
-        float[] kt = new float[d * BK], vt = new float[d * BK], kr = new float[BK * dp], tmp = new float[d];
-        float[] qs = new float[BQ * dp], dos = new float[BQ * dp], dqAcc = new float[BQ * dp];
-        float[] p = new float[BK], ds = new float[BK];
-        loadRows(q, b, i0, rows, t, heads, h, d, dp, qs);
-        loadRows(dOut, b, i0, rows, t, heads, h, d, dp, dos);
-        int keys = i0 + rows;
-        for (int j0 = 0; j0 < keys; j0 += BK) {
-            int bk = Math.min(BK, keys - j0);
-            loadKeysT(k, v, b, t, kvHeads, kh, d, dp, j0, bk, kt, vt, kr, null, tmp);
-            for (int r = 0; r < rows; r++) {
-                int i = i0 + r, limit = Math.min(bk, i - j0 + 1);
-                if (limit <= 0) continue;
-                int li = (b * heads + h) * t + i;
-                probs(qs, dos, r * dp, kt, vt, d, limit, scale, lse.getAtIndex(F, li), delta[li], p, ds, 0);
-                for (int cv = 0; cv < dp; cv += VL) {
-                    FloatVector a0 = FloatVector.fromArray(S, dqAcc, r * dp + cv);
-                    FloatVector a1 = FloatVector.zero(S), a2 = a1, a3 = a1;
-                    int j = 0;
-                    for (; j + 3 < limit; j += 4) {
-                        a0 = FloatVector.fromArray(S, kr, j * dp + cv).fma(FloatVector.broadcast(S, ds[j]), a0);
-                        a1 = FloatVector.fromArray(S, kr, (j + 1) * dp + cv).fma(FloatVector.broadcast(S, ds[j + 1]), a1);
-                        a2 = FloatVector.fromArray(S, kr, (j + 2) * dp + cv).fma(FloatVector.broadcast(S, ds[j + 2]), a2);
-                        a3 = FloatVector.fromArray(S, kr, (j + 3) * dp + cv).fma(FloatVector.broadcast(S, ds[j + 3]), a3);
-                    }
-                    for (; j < limit; j++) {
-                        a0 = FloatVector.fromArray(S, kr, j * dp + cv).fma(FloatVector.broadcast(S, ds[j]), a0);
-                    }
-                    a0.add(a1).add(a2.add(a3)).intoArray(dqAcc, r * dp + cv);
-                }
-            }
-        }
-        for (int r = 0; r < rows; r++) {
-            MemorySegment.copy(dqAcc, r * dp, dq, F, ((((long) b * t + i0 + r) * heads + h) * d) * 4, d);
         }
     }
 }

@@ -12,7 +12,7 @@ import jdk.incubator.vector.VectorSpecies;
  * {@code Math.exp}), so a run's result would depend on warm-up timing. Everything here uses only IEEE-exact
  * operations (add, mul, fma, compare, lane moves, integer bit tricks), identical on every tier.
  */
-final class VMath {
+public final class VMath {
     private VMath() {}
 
     static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
@@ -34,7 +34,7 @@ final class VMath {
     }
 
     /** Σ lanes in a fixed tree order (same bits on every JIT tier). Small enough for C2 to inline. */
-    static float sum(FloatVector v) {
+    public static float sum(FloatVector v) {
         for (VectorShuffle<Float> r : ROT) v = v.add(v.rearrange(r));
         return v.lane(0);
     }
@@ -47,7 +47,7 @@ final class VMath {
      * <p>Arrays in, arrays out on purpose: a vector handed to a method C2 declines to inline is boxed on the heap,
      * which costs more than the exp. The exp is written out inside this one loop.
      */
-    static float exp(float[] src, int so, float[] dst, int dOff, int len, float mul, float shift) {
+    public static float exp(float[] src, int so, float[] dst, int dOff, int len, float mul, float shift) {
         FloatVector acc = FloatVector.zero(S);
         int i = 0;
         for (int end = len - VL; i <= end; i += VL) {
@@ -77,7 +77,7 @@ final class VMath {
     }
 
     /** The scalar twin of the vector loop in {@link #exp(float[], int, float[], int, int, float, float)}: same bits. */
-    static float exp(float x) {
+    public static float exp(float x) {
         if (x < LO) return 0f;
         if (x > HI) return Float.POSITIVE_INFINITY;
         if (Float.isNaN(x)) return x;

@@ -95,7 +95,6 @@ public final class GgufFile implements AutoCloseable {
             long nTensors = r.u64("tensor count"), nKv = r.u64("metadata count");
             // Each key/value needs at least 12 bytes, each tensor info at least 24: bound the counts by the file size.
             if (nKv < 0 || nKv > (size - r.pos) / 12) throw new FormatException(path, "metadata count " + Long.toUnsignedString(nKv) + " does not fit a file of " + size + " bytes");
-            if (nTensors < 0 || nTensors > (size - r.pos) / 24) throw new FormatException(path, "tensor count " + Long.toUnsignedString(nTensors) + " does not fit a file of " + size + " bytes");
             Map<String, GgufValue> meta = new LinkedHashMap<>();
             for (long i = 0; i < nKv; i++) {
                 String key = r.string("metadata key #" + i);
@@ -105,6 +104,7 @@ public final class GgufFile implements AutoCloseable {
                 GgufValue v = r.value(key, type, 0);
                 if (meta.put(key, v) != null) throw new FormatException(path, "metadata key '" + key + "' appears twice");
             }
+            if (nTensors < 0 || nTensors > (size - r.pos) / 24) throw new FormatException(path, "tensor count " + Long.toUnsignedString(nTensors) + " does not fit a file of " + size + " bytes");
             long alignment = 32;
             GgufValue al = meta.get("general.alignment");
             if (al != null) {

@@ -149,7 +149,7 @@ class GgufTest {
             assertTrue(!g.tensors().containsKey("output.weight"), "tied: no output tensor");
             assertEquals(GgmlType.F32, g.tensor("blk.0.attn_norm.weight").type());
             assertEquals(GgmlType.Q8_0, g.tensor("blk.0.attn_q.weight").type());
-            assertArrayEquals(new long[] {96, 64}, g.tensor("blk.1.ffn_up.weight").ne()); // [out, in] -> ne = [in, out]
+            assertArrayEquals(new long[] {64, 96}, g.tensor("blk.1.ffn_up.weight").ne()); // [out, in] -> ne = [in, out]
             long dataStart = Files.size(f) - g.tensors().values().stream().mapToLong(t -> (t.size() + 31) / 32 * 32).sum();
             assertEquals(0, dataStart % 32);
             g.tensors().values().forEach(t -> assertEquals(0, t.offset() % 32));
@@ -201,7 +201,7 @@ class GgufTest {
         b[4] = 4;
         Files.write(f, b);
         fails(f, "unsupported GGUF version 4");
-        Files.write(f, java.util.Arrays.copyOf(good, 40));
+        Files.write(f, java.util.Arrays.copyOf(good, 66));
         fails(f, "truncated");
         Files.write(f, java.util.Arrays.copyOf(good, good.length - 16));
         fails(f, "past the end");

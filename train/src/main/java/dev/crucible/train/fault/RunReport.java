@@ -75,7 +75,7 @@ public record RunReport(Path run, List<JsonNode> events, double wallSeconds, dou
                 case "restart" -> restarts++;
                 case "fault_injected" -> injected.merge(e.path("detail").asText().split("[ :]")[0].toLowerCase(), 1, Integer::sum);
                 case "worker_exit", "hang" -> exitAt = exitAt < 0 ? e.path("t").asLong() : exitAt;
-                case "resume" -> {
+                case "resume", "start" -> {
                     if (exitAt >= 0) resume.add((e.path("t").asLong() - exitAt) / 1000.0);
                     exitAt = -1;
                 }
