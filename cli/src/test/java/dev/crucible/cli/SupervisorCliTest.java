@@ -52,6 +52,41 @@ class SupervisorCliTest {
     }
 
     @Test
+    void sigtermWritesAFinalCheckpoint(@TempDir Path dir) throws Exception {
+        Path data = dir.resolve("shards");
+        assertEquals(0, CliTest.run("data", "prepare", "--out", data.toString(), CliTest.corpus(dir).toString()).code());
+        Path run = dir.resolve("run");
+        List<String> args = new java.util.ArrayList<>(List.of(train(data, run)));
+        args.set(args.indexOf("--steps") + 1, "100000");
+        args.set(args.indexOf("--checkpoint-interval") + 1, "100000");
+        Process p = new ProcessBuilder(TrainCommand.selfCommand(args)).redirectErrorStream(true)
+                .redirectOutput(dir.resolve("log.txt").toFile()).start();
+        long deadline = System.currentTimeMillis() + 120_000;
+        while (stepOf(run) < 5) {
+            assertTrue(p.isAlive(), "training ended early: " + Files.readString(dir.resolve("log.txt")));
+            assertTrue(System.currentTimeMillis() < deadline, "no progress");
+            Thread.sleep(100);
+        }
+        p.destroy(); // SIGTERM to the supervisor, which forwards it to the worker
+        assertTrue(p.waitFor(120, java.util.concurrent.TimeUnit.SECONDS));
+        RunReport r = RunReport.read(run);
+        assertEquals("stopped", r.status(), r.events().toString());
+        int stopped = r.events().stream().filter(e -> e.path("type").asText().equals("stopped")).findFirst().orElseThrow()
+                .path("step").asInt();
+        assertTrue(stopped >= 4);
+        Checkpoint.verify(run.resolve("checkpoints").resolve(Checkpoint.dirName(stopped)));
+    }
+
+    static int stepOf(Path run) {
+        try {
+            String s = Files.readString(run.resolve("heartbeat")).trim();
+            return Integer.parseInt(s.substring(0, s.indexOf(' ')));
+        } catch (Exception e) {
+            return 0;
+        }
+    }
+
+    @Test
     void restartBudgetIsBounded(@TempDir Path dir) throws Exception {
         Path data = dir.resolve("shards");
         assertEquals(0, CliTest.run("data", "prepare", "--out", data.toString(), CliTest.corpus(dir).toString()).code());
