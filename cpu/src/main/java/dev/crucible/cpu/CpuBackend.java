@@ -7,6 +7,8 @@ import dev.crucible.backend.HostBackend;
 import dev.crucible.backend.HostBuffer;
 import dev.crucible.backend.Op;
 import dev.crucible.backend.UnsupportedOpException;
+import dev.crucible.cpu.blas.BlasAttention;
+import dev.crucible.cpu.blas.BlasGemm;
 import dev.crucible.cpu.blas.OpenBlas;
 import dev.crucible.cpu.kernels.AdamW;
 import dev.crucible.cpu.kernels.Attention;
@@ -28,10 +30,11 @@ import java.lang.foreign.ValueLayout;
  * private pool of {@code threads} threads. Runs synchronously. Given the same inputs it produces the same bits for
  * any thread count: kernels split work into fixed-size tasks that each own their outputs and reduce in a fixed order.
  *
- * <p>Optionally matmul goes to OpenBLAS ({@link OpenBlas}, loaded through FFM). That path is faster (~1.7x on
- * large shapes) and still gives the same bits run after run at a fixed thread count, but not across thread counts,
- * library versions or CPU kinds. The {@link Provider} (what {@code --backend cpu} creates) uses OpenBLAS when it
- * loads unless {@code CRUCIBLE_BLAS=off}; {@code new CpuBackend(threads)} never does.
+ * <p>Optionally matmul goes to OpenBLAS ({@link OpenBlas}, loaded through FFM), single-threaded on fixed blocks of
+ * C spread over this pool ({@link BlasGemm}): faster, and still the same bits for any thread count, but other bits
+ * than the Java kernels, and other bits again with another OpenBLAS version or CPU kind. The {@link Provider}
+ * (what {@code --backend cpu} creates) uses OpenBLAS when it loads unless {@code CRUCIBLE_BLAS=off};
+ * {@code new CpuBackend(threads)} never does.
  */
 public final class CpuBackend extends HostBackend {
 
@@ -54,7 +57,7 @@ public final class CpuBackend extends HostBackend {
     /**
      * Which matmul the provider's backends use: the system property {@code crucible.blas}, else the environment
      * variable {@code CRUCIBLE_BLAS}: unset, {@code auto} or {@code on} = OpenBLAS when it loads, else the Java
-     * kernels; {@code off} = always the Java kernels (bit-identical on any thread count); anything else = a path or
+     * kernels; {@code off} = always the Java kernels (the same bits on every machine); anything else = a path or
      * soname of the OpenBLAS library to load.
      */
     public static final String BLAS_PROPERTY = "crucible.blas", BLAS_ENV = "CRUCIBLE_BLAS";
@@ -67,8 +70,8 @@ public final class CpuBackend extends HostBackend {
         return OpenBlas.load(auto ? null : v).orElse(null);
     }
 
-    /** The thread count last handed to OpenBLAS (its setting is process-wide); 0 = never set. */
-    private static int blasThreads;
+    /** Whether OpenBLAS has been told to use one thread (a process-wide setting; this backend parallelises). */
+    private static boolean blasSingleThreaded;
 
     private final WorkerPool pool;
     private final OpenBlas blas; // null: Java kernels only
@@ -84,9 +87,9 @@ public final class CpuBackend extends HostBackend {
     }
 
     /**
-     * With {@code blas} non-null, matmuls on native memory go to OpenBLAS on {@code threads} of its own threads
-     * (faster; same bits run to run at a fixed thread count, not across thread counts). Everything else stays in
-     * the Java kernels.
+     * With {@code blas} non-null, matmuls on native memory go to OpenBLAS (single-threaded calls on fixed blocks,
+     * spread over this backend's threads: same bits for any thread count). Everything else stays in the Java
+     * kernels.
      */
     public CpuBackend(int threads, OpenBlas blas) {
         this.pool = new WorkerPool(threads);
@@ -143,9 +146,15 @@ public final class CpuBackend extends HostBackend {
             case Op.MatMul o -> matmul(o);
             case Op.Rope o -> Rope.apply(pool, seg(o.x()), seg(o.positions()), o.n(), o.heads(), o.headDim(),
                     ropeTable(o), o.inverse());
+            case Op.Attention o when useBlas(o.q(), o.k(), o.v(), o.out()) -> BlasAttention.forward(pool, blas, seg(o.q()),
+                    seg(o.k()), seg(o.v()), seg(o.out()), o.lse() == null ? null : seg(o.lse()), o.batch(), o.tq(), o.tk(),
+                    o.heads(), o.kvHeads(), o.headDim(), o.qPos0(), o.kvBatchStride());
             case Op.Attention o -> Attention.forward(pool, seg(o.q()), seg(o.k()), seg(o.v()), seg(o.out()),
                     o.lse() == null ? null : seg(o.lse()), o.batch(), o.tq(), o.tk(), o.heads(), o.kvHeads(),
                     o.headDim(), o.qPos0(), o.kvBatchStride());
+            case Op.AttentionBackward o when useBlas(o.q(), o.k(), o.dk(), o.dq()) -> BlasAttention.backward(pool, blas,
+                    seg(o.dOut()), seg(o.q()), seg(o.k()), seg(o.v()), seg(o.out()), seg(o.lse()), seg(o.dq()),
+                    seg(o.dk()), seg(o.dv()), o.batch(), o.t(), o.heads(), o.kvHeads(), o.headDim());
             case Op.AttentionBackward o -> Attention.backward(pool, seg(o.dOut()), seg(o.q()), seg(o.k()), seg(o.v()),
                     seg(o.out()), seg(o.lse()), seg(o.dq()), seg(o.dk()), seg(o.dv()), o.batch(), o.t(), o.heads(),
                     o.kvHeads(), o.headDim());
@@ -163,16 +172,23 @@ public final class CpuBackend extends HostBackend {
         }
     }
 
+    /** OpenBLAS is there and every buffer is in native memory (FFM passes only those to a plain downcall). */
+    private boolean useBlas(Buffer... buffers) {
+        if (blas == null) return false;
+        for (Buffer b : buffers) if (!seg(b).isNative()) return false;
+        synchronized (CpuBackend.class) {
+            if (!blasSingleThreaded) {
+                blas.threads(1);
+                blasSingleThreaded = true;
+            }
+        }
+        return true;
+    }
+
     private void matmul(Op.MatMul o) {
         MemorySegment a = seg(o.a()), b = seg(o.b()), c = seg(o.c());
-        if (blas != null && a.isNative() && b.isNative() && c.isNative()) {
-            synchronized (CpuBackend.class) {
-                if (blasThreads != pool.threads()) {
-                    blas.threads(pool.threads());
-                    blasThreads = pool.threads();
-                }
-            }
-            blas.gemm(a, b, c, o.m(), o.n(), o.k(), o.transA(), o.transB(), o.accumulate());
+        if (useBlas(o.a(), o.b(), o.c())) {
+            BlasGemm.gemm(pool, blas, a, b, c, o.m(), o.n(), o.k(), o.transA(), o.transB(), o.accumulate());
         } else {
             MatMul.gemm(pool, a, b, c, o.m(), o.n(), o.k(), o.transA(), o.transB(), o.accumulate());
         }

@@ -4,7 +4,10 @@ import dev.crucible.tensor.Rng;
 
 import java.util.Arrays;
 
-/** Picks a token from logits under {@link SamplingParams}. Stateless: the draw for position p uses Rng(seed, p). */
+/**
+ * Picks a token from logits under {@link SamplingParams}. Stateless: the draw for position p uses Rng(seed, p), so a
+ * sequence's tokens do not depend on which other sequences share its batch.
+ */
 public final class Sampler {
     private Sampler() {}
 
@@ -15,18 +18,32 @@ public final class Sampler {
     }
 
     public static int sample(float[] logits, SamplingParams p, int position) {
-        if (p.greedy()) return argmax(logits);
-        int v = logits.length;
+        return sample(logits, p, position, null);
+    }
+
+    /**
+     * Samples the token at {@code position}. {@code counts} (vocab-sized, or null) holds how often each token was
+     * generated so far; penalties read it. {@code logits} is not modified.
+     */
+    public static int sample(float[] logits, SamplingParams p, int position, int[] counts) {
+        float[] x = p.penalized() && counts != null ? penalize(logits, p, counts) : logits;
+        if (p.greedy()) return argmax(x);
+        int v = x.length;
         Integer[] order = new Integer[v];
         for (int i = 0; i < v; i++) order[i] = i;
         // Sort by logit, descending; ties by id so the order is total and reproducible.
-        Arrays.sort(order, (a, b) -> logits[a] != logits[b] ? Float.compare(logits[b], logits[a]) : Integer.compare(a, b));
+        final float[] y = x;
+        Arrays.sort(order, (a, b) -> y[a] != y[b] ? Float.compare(y[b], y[a]) : Integer.compare(a, b));
         int keep = p.topK() > 0 ? Math.min(p.topK(), v) : v;
-        double max = logits[order[0]] / p.temperature();
+        double max = x[order[0]] / p.temperature();
         double[] prob = new double[keep];
         double sum = 0;
         for (int i = 0; i < keep; i++) {
-            prob[i] = Math.exp(logits[order[i]] / p.temperature() - max);
+            prob[i] = Math.exp(x[order[i]] / p.temperature() - max);
+            if (p.minP() > 0 && prob[i] < p.minP()) {       // prob[0] = 1: relative to the most likely token
+                keep = i;
+                break;
+            }
             sum += prob[i];
         }
         if (p.topP() < 1) {
@@ -47,5 +64,46 @@ public final class Sampler {
             if (u < 0) return order[i];
         }
         return order[keep - 1];
+    }
+
+    /** A copy of the logits with repetition, frequency and presence penalties applied. */
+    static float[] penalize(float[] logits, SamplingParams p, int[] counts) {
+        float[] x = logits.clone();
+        for (int i = 0; i < x.length; i++) {
+            int c = counts[i];
+            if (c == 0) continue;
+            if (p.repetitionPenalty() != 1) x[i] = (float) (x[i] > 0 ? x[i] / p.repetitionPenalty() : x[i] * p.repetitionPenalty());
+            x[i] -= (float) (p.frequencyPenalty() * c + p.presencePenalty());
+        }
+        return x;
+    }
+
+    /** log softmax of the logits, in double precision: the model's log-probabilities (no sampling transforms). */
+    public static double[] logSoftmax(float[] logits) {
+        double max = Double.NEGATIVE_INFINITY;
+        for (float f : logits) max = Math.max(max, f);
+        double sum = 0;
+        for (float f : logits) sum += Math.exp(f - max);
+        double lse = max + Math.log(sum);
+        double[] out = new double[logits.length];
+        for (int i = 0; i < logits.length; i++) out[i] = logits[i] - lse;
+        return out;
+    }
+
+    /** Ids of the k largest values, largest first (ties: lower id first). */
+    public static int[] topIds(double[] values, int k) {
+        k = Math.min(k, values.length);
+        int[] best = new int[k];
+        int n = 0;
+        for (int i = 0; i < values.length; i++) {
+            if (n == k && values[i] <= values[best[k - 1]]) continue;
+            int j = n < k ? n++ : k - 1;
+            while (j > 0 && values[best[j - 1]] < values[i]) {
+                best[j] = best[j - 1];
+                j--;
+            }
+            best[j] = i;
+        }
+        return best;
     }
 }

@@ -7,6 +7,7 @@ import dev.crucible.backend.Op;
 import dev.crucible.backend.ref.RefBackend;
 import dev.crucible.cpu.CpuBackend;
 import dev.crucible.cpu.WorkerPool;
+import dev.crucible.cpu.blas.BlasGemm;
 import dev.crucible.cpu.blas.OpenBlas;
 import dev.crucible.cpu.kernels.Attention;
 import dev.crucible.cpu.kernels.MatMul;
@@ -54,7 +55,6 @@ public final class KernelLab {
         System.out.printf(Locale.ROOT, "kernel lab: %d thread(s), median of %d reps; OpenBLAS: %s%n", threads, reps,
                 blas == null ? "not loaded" : blas.describe());
         try (WorkerPool pool = new WorkerPool(threads)) {
-            if (blas != null) blas.threads(threads);
             if (which.equals("all") || which.equals("matmul")) matmul(pool, blas, reps);
             if (which.equals("all") || which.equals("attn-bwd")) attentionBackward(pool, reps);
         }
@@ -69,9 +69,16 @@ public final class KernelLab {
             MatMul.gemm(p, seg(o.a()), seg(o.b()), seg(o.c()), o.m(), o.n(), o.k(), o.transA(), o.transB(), o.accumulate());
         }));
         if (blas != null) {
-            vs.add(new Variant("mm-2", "OpenBLAS cblas_sgemm/sgemv through FFM", (p, op) -> {
+            vs.add(new Variant("mm-2", "OpenBLAS cblas_sgemm/sgemv through FFM, OpenBLAS's own threads", (p, op) -> {
                 Op.MatMul o = (Op.MatMul) op;
+                blas.threads(p.threads());
                 blas.gemm(seg(o.a()), seg(o.b()), seg(o.c()), o.m(), o.n(), o.k(), o.transA(), o.transB(), o.accumulate());
+            }));
+            vs.add(new Variant("mm-3", "OpenBLAS single-threaded on fixed blocks of C over the Java pool (BlasGemm)", (p, op) -> {
+                Op.MatMul o = (Op.MatMul) op;
+                blas.threads(1);
+                BlasGemm.gemm(p, blas, seg(o.a()), seg(o.b()), seg(o.c()), o.m(), o.n(), o.k(), o.transA(), o.transB(),
+                        o.accumulate());
             }));
         }
         List<OpFactory> checks = new ArrayList<>();
@@ -79,6 +86,8 @@ public final class KernelLab {
             for (boolean tb : new boolean[]{false, true}) {
                 checks.add(mm(37, 53, 71, ta, tb, ta));
                 checks.add(mm(1, 67, 45, ta, tb, tb));
+                checks.add(mm(300, 130, 90, ta, tb, !ta));
+                checks.add(mm(70, 500, 33, ta, tb, false));
             }
         }
         // The matmuls of a config S / M training step: forward (x·Wᵀ), dx (dy·W), dW (dyᵀ·x, accumulated).

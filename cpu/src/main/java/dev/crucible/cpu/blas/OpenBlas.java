@@ -20,11 +20,12 @@ import static java.lang.foreign.ValueLayout.JAVA_INT;
  * OpenBLAS's {@code cblas_sgemm} / {@code cblas_sgemv} through FFM, for the CPU backend's matmul. Optional: when no
  * {@code libopenblas.so.0} can be loaded, {@link #load} returns empty and the backend keeps its Java kernels.
  *
- * <p><b>Determinism.</b> OpenBLAS gives the same bits run after run for one library build, one CPU kind and one
- * thread count, but it makes no promise across thread counts (its level-3 driver splits M and N by the thread
- * count, and small shapes take other kernels), across versions, or across CPUs (the kernel is picked at load time
- * from the CPU). A run that must produce the same bits on any thread count uses the Java kernels
- * ({@code CRUCIBLE_BLAS=off}); see docs/performance.md.
+ * <p><b>Determinism.</b> With its own threads OpenBLAS makes no promise across thread counts (its level-3 driver
+ * splits M and N by the thread count). The CPU backend therefore runs it single-threaded on fixed blocks of C
+ * ({@link BlasGemm}), which gives the same bits for any thread count. What stays outside our control: other
+ * OpenBLAS versions, and other CPU kinds (a DYNAMIC_ARCH build picks its kernel from the CPU at load time), give
+ * other bits, and none of them equals the Java kernels' bits. Runs that must match across machines use the Java
+ * kernels ({@code CRUCIBLE_BLAS=off}); see docs/performance.md.
  *
  * <p>All matrices are row-major {@code MemorySegment}s in native memory; calls with heap segments are refused by
  * FFM, so callers check {@link MemorySegment#isNative()} first. One instance per process is enough: the library is
@@ -39,7 +40,7 @@ public final class OpenBlas {
             "/usr/lib/x86_64-linux-gnu/libopenblas.so.0", "/usr/lib/aarch64-linux-gnu/libopenblas.so.0");
 
     private final String library;
-    private final MethodHandle sgemm, sgemv, setThreads, getConfig;
+    private final MethodHandle sgemm, sgemmHeap, sgemv, setThreads, getConfig;
 
     private OpenBlas(String library, SymbolLookup lib) {
         Linker linker = Linker.nativeLinker();
@@ -47,6 +48,11 @@ public final class OpenBlas {
         this.sgemm = linker.downcallHandle(lib.findOrThrow("cblas_sgemm"), FunctionDescriptor.ofVoid(
                 JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_FLOAT, ADDRESS, JAVA_INT, ADDRESS,
                 JAVA_INT, JAVA_FLOAT, ADDRESS, JAVA_INT));
+        // The same function for tiles in Java arrays: a critical call may take heap segments (no copy, no native
+        // scratch per task); it holds off GC for its duration, which is fine for tile-sized calls.
+        this.sgemmHeap = linker.downcallHandle(lib.findOrThrow("cblas_sgemm"), FunctionDescriptor.ofVoid(
+                JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_FLOAT, ADDRESS, JAVA_INT, ADDRESS,
+                JAVA_INT, JAVA_FLOAT, ADDRESS, JAVA_INT), Linker.Option.critical(true));
         this.sgemv = linker.downcallHandle(lib.findOrThrow("cblas_sgemv"), FunctionDescriptor.ofVoid(
                 JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_FLOAT, ADDRESS, JAVA_INT, ADDRESS, JAVA_INT, JAVA_FLOAT,
                 ADDRESS, JAVA_INT));
@@ -120,6 +126,41 @@ public final class OpenBlas {
             }
             sgemm.invokeExact(ROW_MAJOR, transA ? TRANS : NO_TRANS, transB ? TRANS : NO_TRANS, m, n, k, 1f,
                     a, transA ? m : k, b, transB ? k : n, beta, c, n);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * The general row-major sgemm: c = op(a)·op(b) + beta·c with explicit leading dimensions, on matrices that
+     * start at the given segments (slices of larger ones are fine).
+     */
+    public void sgemm(boolean transA, boolean transB, int m, int n, int k, MemorySegment a, int lda, MemorySegment b,
+                      int ldb, float beta, MemorySegment c, int ldc) {
+        try {
+            sgemm.invokeExact(ROW_MAJOR, transA ? TRANS : NO_TRANS, transB ? TRANS : NO_TRANS, m, n, k, 1f, a, lda, b, ldb,
+                    beta, c, ldc);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@link #sgemm} where any of a, b, c may be a heap segment ({@code MemorySegment.ofArray(float[])}). */
+    public void sgemmHeap(boolean transA, boolean transB, int m, int n, int k, MemorySegment a, int lda, MemorySegment b,
+                          int ldb, float beta, MemorySegment c, int ldc) {
+        try {
+            sgemmHeap.invokeExact(ROW_MAJOR, transA ? TRANS : NO_TRANS, transB ? TRANS : NO_TRANS, m, n, k, 1f, a, lda, b,
+                    ldb, beta, c, ldc);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** The general row-major sgemv: y = op(a)·x + beta·y, a (rows, cols) with leading dimension lda. */
+    public void sgemv(boolean trans, int rows, int cols, MemorySegment a, int lda, MemorySegment x, float beta,
+                      MemorySegment y) {
+        try {
+            sgemv.invokeExact(ROW_MAJOR, trans ? TRANS : NO_TRANS, rows, cols, 1f, a, lda, x, 1, beta, y, 1);
         } catch (Throwable t) {
             throw rethrow(t);
         }
