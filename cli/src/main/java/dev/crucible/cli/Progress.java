@@ -19,7 +19,7 @@ final class Progress implements Trainer.Listener {
 
     Progress(PrintStream out, int every) {
         this.out = out;
-        this.tty = System.console() != null && System.getenv("CI") == null;
+        this.tty = System.console() != null && System.console().isTerminal() && System.getenv("CI") == null;
         this.every = Math.max(1, every);
     }
 
