@@ -2,6 +2,7 @@
 module dev.crucible.cli {
     requires dev.crucible.train;
     requires dev.crucible.engine;
+    requires dev.crucible.serve;
     requires dev.crucible.qualify;
     requires dev.crucible.cpu;
     requires java.management;

@@ -76,14 +76,14 @@ final class BenchCommand implements Runnable {
             int heads = num(m, file, "heads", null);
             return new Shape(file.getFileName().toString(), num(m, file, "dim", null), num(m, file, "layers", null),
                     heads, num(m, file, "kv_heads", heads), num(m, file, "ffn", null), num(m, file, "vocab", null),
-                    num(m, file, "T", num(m, file, "seq_len", -1)), num(m, file, "B", num(m, file, "batch", -1)),
+                    num(m, file, m.containsKey("T") ? "T" : "seq_len", null), num(m, file, m.containsKey("B") ? "B" : "batch", null),
                     Boolean.TRUE.equals(m.get("tied")));
         }
 
         private static int num(Map<String, Object> m, Path file, String key, Integer dflt) {
             Object v = m.get(key);
             if (v == null) {
-                if (dflt == null || dflt < 0) throw new UserException(file + ": missing key '" + key + "'");
+                if (dflt == null) throw new UserException(file + ": missing key '" + key + "'");
                 return dflt;
             }
             if (!(v instanceof Number n)) throw new UserException(file + ": '" + key + "' must be a number");
@@ -234,6 +234,17 @@ final class BenchCommand implements Runnable {
             }
             Result c = pool(crucible), t = torch.isEmpty() ? null : pool(torch);
             printTable(out, shape, peak, c, t, peerMissing);
+            if (rounds > 1) {
+                // Per round, so a round disturbed by other load on the machine shows as such.
+                double[] ratios = new double[rounds];
+                for (int r = 0; r < rounds; r++) {
+                    ratios[r] = torch.isEmpty() ? Double.NaN : crucible.get(r).median() / torch.get(r).median();
+                    out.printf(Locale.ROOT, "round %d: crucible %.1f tok/s%s%n", r + 1, crucible.get(r).median(), torch.isEmpty()
+                            ? "" : String.format(Locale.ROOT, ", pytorch %.1f tok/s, ratio %.2fx", torch.get(r).median(), ratios[r]));
+                }
+                if (!torch.isEmpty()) out.printf(Locale.ROOT, "median of the per-round ratios: %.2fx%n", median(ratios));
+                out.flush();
+            }
             if (json != null) writeJson(shape, peak, c, t);
             return 0;
         }
@@ -386,18 +397,23 @@ final class BenchCommand implements Runnable {
                         }
                     }
                 });
+                List<Double> stepTps = new ArrayList<>();
+                java.util.regex.Pattern stepLine = java.util.regex.Pattern.compile("^step\\s+(\\d+) .* ([0-9.]+) tok/s");
                 try (var lines = p.inputReader().lines()) {
                     lines.forEach(l -> {
                         out.println("  torch " + l);
                         out.flush();
+                        var mt = stepLine.matcher(l);
+                        if (mt.find() && Integer.parseInt(mt.group(1)) >= warmupSteps) stepTps.add(Double.parseDouble(mt.group(2)));
                     });
                 }
                 int rc = p.waitFor();
                 poll.join(1000);
                 if (rc != 0) throw new UserException("the peer failed (exit " + rc + "): " + String.join(" ", cmd));
                 JsonNode j = new ObjectMapper().readTree(jsonOut.toFile());
-                // The peer reports only median/min/max; keep those three as the sample (the table shows exactly them).
-                double[] tps = {j.path("tok_s_min").asDouble(), j.path("tok_s_median").asDouble(), j.path("tok_s_max").asDouble()};
+                // Per-step figures from the peer's step lines; its summary's median/min/max if those did not parse.
+                double[] tps = stepTps.size() == steps - warmupSteps ? stepTps.stream().mapToDouble(Double::doubleValue).toArray()
+                        : new double[]{j.path("tok_s_min").asDouble(), j.path("tok_s_median").asDouble(), j.path("tok_s_max").asDouble()};
                 Map<String, Double> ph = new LinkedHashMap<>();
                 JsonNode pm = j.path("phase_ms_median");
                 ph.put("forward+backward", pm.path("forward").asDouble() + pm.path("backward").asDouble());

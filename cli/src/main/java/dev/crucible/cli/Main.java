@@ -18,7 +18,7 @@ import java.nio.file.NoSuchFileException;
  */
 @Command(name = "crucible", mixinStandardHelpOptions = true, versionProvider = Main.Version.class,
         description = {"Train language models reliably and run them on any hardware.", ""},
-        subcommands = {QuickstartCommand.class, TrainCommand.class, RunsCommand.class, ChaosCommand.class, GenerateCommand.class, ExportCommand.class, InspectCommand.class, TokenizerCommand.class,
+        subcommands = {QuickstartCommand.class, TrainCommand.class, RunsCommand.class, ChaosCommand.class, GenerateCommand.class, ServeCommand.class, ExportCommand.class, InspectCommand.class, TokenizerCommand.class,
                 DataCommand.class, PlotCommand.class, BenchCommand.class, QualifyCommand.class, ParityCommand.class, CommandLine.HelpCommand.class},
         footer = {"", "Run 'crucible COMMAND --help' for a command's options. Documentation: docs/ in the repository."})
 public final class Main implements Runnable {

@@ -7,7 +7,6 @@ import dev.crucible.backend.HostBackend;
 import dev.crucible.backend.HostBuffer;
 import dev.crucible.backend.Op;
 import dev.crucible.backend.UnsupportedOpException;
-import dev.crucible.cpu.blas.BlasAttention;
 import dev.crucible.cpu.blas.BlasGemm;
 import dev.crucible.cpu.blas.OpenBlas;
 import dev.crucible.cpu.kernels.AdamW;
@@ -146,15 +145,9 @@ public final class CpuBackend extends HostBackend {
             case Op.MatMul o -> matmul(o);
             case Op.Rope o -> Rope.apply(pool, seg(o.x()), seg(o.positions()), o.n(), o.heads(), o.headDim(),
                     ropeTable(o), o.inverse());
-            case Op.Attention o when useBlas(o.q(), o.k(), o.v(), o.out()) -> BlasAttention.forward(pool, blas, seg(o.q()),
-                    seg(o.k()), seg(o.v()), seg(o.out()), o.lse() == null ? null : seg(o.lse()), o.batch(), o.tq(), o.tk(),
-                    o.heads(), o.kvHeads(), o.headDim(), o.qPos0(), o.kvBatchStride());
             case Op.Attention o -> Attention.forward(pool, seg(o.q()), seg(o.k()), seg(o.v()), seg(o.out()),
                     o.lse() == null ? null : seg(o.lse()), o.batch(), o.tq(), o.tk(), o.heads(), o.kvHeads(),
                     o.headDim(), o.qPos0(), o.kvBatchStride());
-            case Op.AttentionBackward o when useBlas(o.q(), o.k(), o.dk(), o.dq()) -> BlasAttention.backward(pool, blas,
-                    seg(o.dOut()), seg(o.q()), seg(o.k()), seg(o.v()), seg(o.out()), seg(o.lse()), seg(o.dq()),
-                    seg(o.dk()), seg(o.dv()), o.batch(), o.t(), o.heads(), o.kvHeads(), o.headDim());
             case Op.AttentionBackward o -> Attention.backward(pool, seg(o.dOut()), seg(o.q()), seg(o.k()), seg(o.v()),
                     seg(o.out()), seg(o.lse()), seg(o.dq()), seg(o.dk()), seg(o.dv()), o.batch(), o.t(), o.heads(),
                     o.kvHeads(), o.headDim());

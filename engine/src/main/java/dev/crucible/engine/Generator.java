@@ -94,7 +94,7 @@ public final class Generator {
         return new String(b, 0, end, StandardCharsets.UTF_8);
     }
 
-    private static int firstStop(String text, List<String> stops) {
+    static int firstStop(String text, List<String> stops) {
         int best = -1;
         for (String s : stops) {
             int i = text.indexOf(s);
@@ -103,7 +103,7 @@ public final class Generator {
         return best;
     }
 
-    private static int holdBack(String text, List<String> stops) {
+    static int holdBack(String text, List<String> stops) {
         int hold = 0;
         for (String s : stops) {
             for (int k = Math.min(s.length() - 1, text.length()); k > hold; k--) {

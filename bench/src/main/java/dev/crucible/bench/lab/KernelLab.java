@@ -56,7 +56,8 @@ public final class KernelLab {
                 blas == null ? "not loaded" : blas.describe());
         try (WorkerPool pool = new WorkerPool(threads)) {
             if (which.equals("all") || which.equals("matmul")) matmul(pool, blas, reps);
-            if (which.equals("all") || which.equals("attn-bwd")) attentionBackward(pool, reps);
+            if (blas != null) blas.threads(1);
+            if (which.equals("all") || which.equals("attn-bwd")) attentionBackward(pool, blas, reps);
         }
     }
 
@@ -111,8 +112,8 @@ public final class KernelLab {
 
     // ---- attention backward ---------------------------------------------------------------------------------------
 
-    static void attentionBackward(WorkerPool pool, int reps) {
-        List<Variant> vs = List.of(
+    static void attentionBackward(WorkerPool pool, OpenBlas blas, int reps) {
+        List<Variant> vs = new ArrayList<>(List.of(
                 new Variant("attn-bwd-1", "two passes: dk/dv per key block, then dq per query block (P, dS computed twice)",
                         (p, op) -> {
                             Op.AttentionBackward o = (Op.AttentionBackward) op;
@@ -126,7 +127,16 @@ public final class KernelLab {
                             Attention.backward(p, seg(o.dOut()), seg(o.q()), seg(o.k()), seg(o.v()), seg(o.out()),
                                     seg(o.lse()), seg(o.dq()), seg(o.dk()), seg(o.dv()), o.batch(), o.t(), o.heads(),
                                     o.kvHeads(), o.headDim());
-                        }));
+                        })));
+        if (blas != null) {
+            vs.add(new Variant("attn-bwd-3", "OpenBLAS tiles: 64 query rows x keys per sgemm, softmax in Java (AttentionBlasV3)",
+                    (p, op) -> {
+                        Op.AttentionBackward o = (Op.AttentionBackward) op;
+                        AttentionBlasV3.backward(p, blas, seg(o.dOut()), seg(o.q()), seg(o.k()), seg(o.v()), seg(o.out()),
+                                seg(o.lse()), seg(o.dq()), seg(o.dk()), seg(o.dv()), o.batch(), o.t(), o.heads(),
+                                o.kvHeads(), o.headDim());
+                    }));
+        }
         List<OpFactory> checks = List.of(attn(2, 37, 4, 2, 24), attn(1, 70, 3, 3, 16), attn(1, 130, 2, 1, 64));
         String[] names = {"S: B8 T256 H6 D48", "M: B8 T256 H8 D64", "GT: B4 T64 H12 D64", "GQA: B2 T1024 H8/2 D64"};
         OpFactory[] shapes = {attn(8, 256, 6, 6, 48), attn(8, 256, 8, 8, 64), attn(4, 64, 12, 12, 64), attn(2, 1024, 8, 2, 64)};

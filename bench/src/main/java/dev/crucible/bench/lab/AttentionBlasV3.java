@@ -1,4 +1,6 @@
-package dev.crucible.cpu.blas;
+package dev.crucible.bench.lab;
+
+import dev.crucible.cpu.blas.OpenBlas;
 
 import dev.crucible.cpu.kernels.Parallel;
 import dev.crucible.cpu.kernels.VMath;
@@ -10,7 +12,8 @@ import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
 
 /**
- * Causal attention with grouped KV heads on OpenBLAS tiles: the products run as single-threaded {@code sgemm}s on
+ * Kernel lab, attention variant 3 (forward and backward; not in the backend: slower than the Java flash kernel at
+ * training shapes, see bench/NOTES.md). Causal attention with grouped KV heads on OpenBLAS tiles: the products run as single-threaded {@code sgemm}s on
  * one block of {@link #BQ} query rows at a time, straight from the (B,T,H,D) activations (a head is a strided
  * matrix, leading dimension H·D), and the softmax in Java between them. Only a BQ × keys tile of scores lives at a
  * time (per task, in a Java array); the T × T matrix is never stored. The backward pass saves nothing extra either:
@@ -22,8 +25,8 @@ import java.nio.ByteOrder;
  * accumulated by sgemm with beta = 1 into rows the task owns) and dQ_blk = dS·K. Each output element has one owner
  * and one order of summation: the same bits for any thread count (for one OpenBLAS build and CPU kind).
  */
-public final class BlasAttention {
-    private BlasAttention() {}
+public final class AttentionBlasV3 {
+    private AttentionBlasV3() {}
 
     static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
     static final ByteOrder NATIVE = ByteOrder.nativeOrder();

@@ -1,0 +1,102 @@
+package dev.crucible.cli;
+
+import dev.crucible.backend.Backend;
+import dev.crucible.engine.BatchEngine;
+import dev.crucible.model.BatchDecoder;
+import dev.crucible.serve.OpenAiServer;
+import dev.crucible.serve.ServerConfig;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.Callable;
+import java.util.concurrent.CountDownLatch;
+
+@Command(name = "serve", mixinStandardHelpOptions = true,
+        description = {"Serve a model over the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models), with a chat page at /,",
+                "/health and Prometheus /metrics. Requests are batched continuously: up to --slots sequences decode together."})
+final class ServeCommand implements Callable<Integer> {
+    @Option(names = {"--model", "-m"}, required = true, paramLabel = "PATH",
+            description = "A checkpoint or run directory, a Hugging Face Llama directory, or a GGUF file.")
+    Path model;
+
+    @Option(names = "--host", defaultValue = "127.0.0.1", description = "Address to listen on. Default: ${DEFAULT-VALUE}.")
+    String host;
+
+    @Option(names = "--port", defaultValue = "8080", description = "Port (0 = any free port). Default: ${DEFAULT-VALUE}.")
+    int port;
+
+    @Option(names = "--model-name", paramLabel = "ID", description = "Model id reported by /v1/models (default: the directory or file name).")
+    String modelName;
+
+    @Option(names = "--api-key", paramLabel = "KEY", description = "Require 'Authorization: Bearer KEY' on /v1 and /metrics (repeatable).")
+    List<String> apiKeys = new ArrayList<>();
+
+    @Option(names = "--api-keys", paramLabel = "FILE", description = "A file of accepted keys, one per line ('#' comments).")
+    Path apiKeyFile;
+
+    @Option(names = "--slots", defaultValue = "16", description = "Sequences decoded together (KV-cache slots). Default: ${DEFAULT-VALUE}.")
+    int slots;
+
+    @Option(names = "--context", paramLabel = "N", description = "Tokens per sequence (default: the model's context).")
+    Integer context;
+
+    @Option(names = "--max-queue", defaultValue = "64", description = "Sequences that may wait for a slot; beyond, 429. Default: ${DEFAULT-VALUE}.")
+    int maxQueue;
+
+    @Option(names = "--max-concurrent", defaultValue = "64", description = "Generation requests handled at once; beyond, 429. Default: ${DEFAULT-VALUE}.")
+    int maxConcurrent;
+
+    @Option(names = "--max-request-bytes", defaultValue = "1048576", description = "Largest request body. Default: ${DEFAULT-VALUE}.")
+    long maxRequestBytes;
+
+    @Option(names = "--max-prompt-tokens", defaultValue = "8192", description = "Longest prompt. Default: ${DEFAULT-VALUE}.")
+    int maxPromptTokens;
+
+    @Option(names = "--max-tokens", defaultValue = "4096", description = "Largest max_tokens a request may ask for. Default: ${DEFAULT-VALUE}.")
+    int maxTokens;
+
+    @Mixin
+    BackendOptions backendOptions;
+
+    @Override
+    public Integer call() throws Exception {
+        List<String> keys = new ArrayList<>(apiKeys);
+        if (apiKeyFile != null) {
+            try {
+                for (String line : Files.readAllLines(apiKeyFile)) {
+                    String k = line.strip();
+                    if (!k.isEmpty() && !k.startsWith("#")) keys.add(k);
+                }
+            } catch (IOException e) {
+                throw new UserException("cannot read --api-keys file " + apiKeyFile + ": " + e.getMessage());
+            }
+            if (keys.isEmpty()) throw new UserException("--api-keys file " + apiKeyFile + " holds no keys");
+        }
+        if (slots <= 0 || maxQueue < 0 || maxConcurrent <= 0 || maxRequestBytes <= 0 || maxPromptTokens <= 0 || maxTokens <= 0) {
+            throw new UserException("--slots, --max-concurrent, --max-request-bytes, --max-prompt-tokens and --max-tokens must be positive");
+        }
+        if (port < 0 || port > 65535) throw new UserException("--port must be in 0..65535");
+        String name = modelName != null ? modelName : model.toAbsolutePath().normalize().getFileName().toString();
+        try (Backend be = backendOptions.create(); ModelFiles.Loaded m = ModelFiles.load(model, be)) {
+            int ctx = context != null ? context : m.model().config().context();
+            if (ctx <= 1 || ctx > m.model().config().context()) throw new UserException("--context must be in 2.." + m.model().config().context());
+            ServerConfig cfg = new ServerConfig(host, port, name, keys, maxRequestBytes, maxPromptTokens, maxTokens, maxConcurrent, 8, 1);
+            try (BatchDecoder dec = new BatchDecoder(m.model(), slots, ctx, Math.max(slots, 64));
+                 BatchEngine engine = new BatchEngine(dec, m.tokenizer(), Tokenizers.eosId(m.tokenizer()), new BatchEngine.Config(maxQueue));
+                 OpenAiServer server = new OpenAiServer(engine, m.tokenizer(), cfg)) {
+                System.err.printf("serving %s on http://%s:%d/ (%d slots x %d tokens, KV cache %.1f MiB%s)%n", name, host, server.port(),
+                        slots, ctx, dec.cacheBytes() / 1048576.0, keys.isEmpty() ? "" : ", API keys required");
+                CountDownLatch stop = new CountDownLatch(1);
+                Runtime.getRuntime().addShutdownHook(new Thread(stop::countDown));
+                stop.await();
+            }
+        }
+        return 0;
+    }
+}
