@@ -31,9 +31,11 @@ import java.lang.foreign.ValueLayout;
  *
  * <p>Optionally matmul goes to OpenBLAS ({@link OpenBlas}, loaded through FFM), single-threaded on fixed blocks of
  * C spread over this pool ({@link BlasGemm}): faster, and still the same bits for any thread count, but other bits
- * than the Java kernels, and other bits again with another OpenBLAS version or CPU kind. The {@link Provider}
- * (what {@code --backend cpu} creates) uses OpenBLAS when it loads unless {@code CRUCIBLE_BLAS=off};
- * {@code new CpuBackend(threads)} never does.
+ * than the Java kernels, and other bits again with another OpenBLAS version or CPU kind. It is opt-in, so that by
+ * default a run gives the same bits on every machine: the {@link Provider} (what {@code --backend cpu} creates)
+ * uses OpenBLAS only with {@code CRUCIBLE_BLAS=on} (or {@code -Dcrucible.blas=on}); {@code new CpuBackend(threads)}
+ * never does. Skinny products (fewer than {@link #BLAS_MIN_ROWS} rows, e.g. single-token decode) always use the
+ * Java kernels: per-call overhead and OpenBLAS's small-M paths made decode an order of magnitude slower there.
  */
 public final class CpuBackend extends HostBackend {
 
@@ -55,8 +57,8 @@ public final class CpuBackend extends HostBackend {
 
     /**
      * Which matmul the provider's backends use: the system property {@code crucible.blas}, else the environment
-     * variable {@code CRUCIBLE_BLAS}: unset, {@code auto} or {@code on} = OpenBLAS when it loads, else the Java
-     * kernels; {@code off} = always the Java kernels (the same bits on every machine); anything else = a path or
+     * variable {@code CRUCIBLE_BLAS}: {@code auto} or {@code on} = OpenBLAS when it loads, else the Java kernels;
+     * unset or {@code off} = always the Java kernels (the same bits on every machine); anything else = a path or
      * soname of the OpenBLAS library to load.
      */
     public static final String BLAS_PROPERTY = "crucible.blas", BLAS_ENV = "CRUCIBLE_BLAS";
@@ -64,8 +66,8 @@ public final class CpuBackend extends HostBackend {
     /** OpenBLAS as {@link #BLAS_PROPERTY} / {@link #BLAS_ENV} ask, or null for the Java kernels. */
     public static OpenBlas blasFromEnvironment() {
         String v = System.getProperty(BLAS_PROPERTY, System.getenv(BLAS_ENV));
-        if (v != null && (v.equalsIgnoreCase("off") || v.equals("0") || v.equalsIgnoreCase("false"))) return null;
-        boolean auto = v == null || v.isBlank() || v.equalsIgnoreCase("auto") || v.equalsIgnoreCase("on");
+        if (v == null || v.isBlank() || v.equalsIgnoreCase("off") || v.equals("0") || v.equalsIgnoreCase("false")) return null;
+        boolean auto = v.equalsIgnoreCase("auto") || v.equalsIgnoreCase("on");
         return OpenBlas.load(auto ? null : v).orElse(null);
     }
 
@@ -165,6 +167,9 @@ public final class CpuBackend extends HostBackend {
         }
     }
 
+    /** Below this many rows of C a matmul stays on the Java kernels even when OpenBLAS is loaded. */
+    public static final int BLAS_MIN_ROWS = 16;
+
     /** OpenBLAS is there and every buffer is in native memory (FFM passes only those to a plain downcall). */
     private boolean useBlas(Buffer... buffers) {
         if (blas == null) return false;
@@ -180,7 +185,7 @@ public final class CpuBackend extends HostBackend {
 
     private void matmul(Op.MatMul o) {
         MemorySegment a = seg(o.a()), b = seg(o.b()), c = seg(o.c());
-        if (useBlas(o.a(), o.b(), o.c())) {
+        if (o.m() >= BLAS_MIN_ROWS && useBlas(o.a(), o.b(), o.c())) {
             BlasGemm.gemm(pool, blas, a, b, c, o.m(), o.n(), o.k(), o.transA(), o.transB(), o.accumulate());
         } else {
             MatMul.gemm(pool, a, b, c, o.m(), o.n(), o.k(), o.transA(), o.transB(), o.accumulate());
