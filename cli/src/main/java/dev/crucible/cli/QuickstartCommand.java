@@ -99,7 +99,8 @@ final class QuickstartCommand implements Callable<Integer> {
         System.out.println("  checkpoint   " + ckpt);
         System.out.println("  metrics      " + runDir.resolve("metrics.jsonl"));
         System.out.println("  plots        " + runDir.resolve("loss.png") + ", " + runDir.resolve("accuracy.png"));
-        System.out.println("Try:  ./crucible generate --checkpoint " + runDir + " --prompt '123+456=' --stop $'\\n'");
+        // The model saw every problem right after an end-of-text token, so prompts start with one too.
+        System.out.println("Try:  ./crucible generate --checkpoint " + runDir + " --prompt '<|endoftext|>123+456=' --stop $'\\n'");
         return 0;
     }
 
