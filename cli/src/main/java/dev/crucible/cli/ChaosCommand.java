@@ -16,6 +16,7 @@ import java.util.TreeSet;
 import java.util.concurrent.Callable;
 
 @Command(name = "chaos", mixinStandardHelpOptions = true, sortOptions = false,
+        header = "The chaos benchmark: a clean run and the same run under injected faults, compared.",
         description = {"The chaos benchmark: train a small model cleanly, then the same run under injected faults, and",
                 "report faults injected / detected / recovered, whether the final weights equal the clean run's bits,",
                 "goodput and time to resume. Three supervised runs on built-in arithmetic data:",

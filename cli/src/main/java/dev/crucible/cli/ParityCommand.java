@@ -21,6 +21,7 @@ import java.util.concurrent.Callable;
 import java.util.function.Consumer;
 
 @Command(name = "parity", mixinStandardHelpOptions = true, sortOptions = false,
+        header = "Find the first op where two backends diverge in one training step.",
         description = {"Run the same training step (same weights, same batch) on two backends, op by op, and report where",
                 "they part: the first op output whose NMSE exceeds the tolerance (layer, op, tensor), error statistics of",
                 "every op along the forward and backward pass and the optimizer update, and the per-layer gradient",

@@ -16,6 +16,7 @@ import java.util.List;
 import java.util.concurrent.Callable;
 
 @Command(name = "qualify", mixinStandardHelpOptions = true, sortOptions = false,
+        header = "Can this backend train or serve? Op conformance plus a short training run, with a verdict.",
         description = {"Can this backend train our model? Runs the op conformance suite against the reference backend",
                 "(forward and backward ops, aligned and odd shapes, NMSE, NaN/Inf, guard regions, determinism, finite",
                 "differences), each op under a timeout, then a short training run of a tiny model on the backend and on the",

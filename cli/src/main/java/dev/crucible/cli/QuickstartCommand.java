@@ -26,6 +26,7 @@ import java.util.Map;
 import java.util.concurrent.Callable;
 
 @Command(name = "quickstart", mixinStandardHelpOptions = true,
+        header = "The main job: train a small Llama on built-in arithmetic data, evaluate it, generate.",
         description = {"The main job on built-in data: generate an arithmetic corpus (3-digit addition and subtraction",
                 "with written-out steps), tokenize it, train a small Llama from scratch, evaluate exact-answer accuracy",
                 "on held-out problems, and print sample generations. About 5-8 minutes on 2 cores."})

@@ -18,6 +18,7 @@ import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
 
 @Command(name = "serve", mixinStandardHelpOptions = true,
+        header = "Serve a model over the OpenAI API with continuous batching and a chat page.",
         description = {"Serve a model over the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models), with a chat page at /,",
                 "/health and Prometheus /metrics. Requests are batched continuously: up to --slots sequences decode together."})
 final class ServeCommand implements Callable<Integer> {
