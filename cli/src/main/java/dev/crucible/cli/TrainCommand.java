@@ -102,6 +102,12 @@ final class TrainCommand implements Callable<Integer> {
             description = "Second backend for the silent-corruption check (replay.interval > 0). Default: ${DEFAULT-VALUE}.")
     String replayBackend;
 
+    @Option(names = "--qualify",
+            description = {"Qualify the backend before training (op conformance and a short training run against the",
+                    "reference, as 'crucible qualify'); refuse to start unless the verdict is CAN_TRAIN. Catches systematic",
+                    "defects such as silently reduced matmul precision before they cost a run."})
+    boolean qualify;
+
     @picocli.CommandLine.Spec
     picocli.CommandLine.Model.CommandSpec spec;
 
@@ -140,6 +146,7 @@ final class TrainCommand implements Callable<Integer> {
         }
         String faultSpec = faults != null ? faults : System.getenv("CRUCIBLE_FAULTS");
         FaultPlan plan = FaultPlan.parse(faultSpec, cfg.seed(), out); // validates the spec before anything starts
+        if (qualify && !worker && !qualified()) return 1;
         if (!worker && !noSupervise) return supervise(new Supervisor.Policy(maxRestarts, heartbeatTimeout, restartBackoff, 60));
         try (TokenDataset ds = TokenDataset.open(dataDir)) {
             Path tokenizer = dataDir.resolve("tokenizer.json");
@@ -151,6 +158,23 @@ final class TrainCommand implements Callable<Integer> {
             } finally {
                 if (o.replayBackend() != null) o.replayBackend().close();
             }
+        }
+    }
+
+    /** Runs qualification of the chosen backend against the reference; prints the report when it fails. */
+    private boolean qualified() {
+        try (Backend candidate = backendOptions.create(); Backend ref = dev.crucible.backend.Backends.create("ref", 1)) {
+            System.out.println("qualifying " + candidate.name() + " against " + ref.name() + " before training ...");
+            dev.crucible.qualify.QualifyReport r = dev.crucible.qualify.Qualification.run(candidate, ref,
+                    new dev.crucible.qualify.Qualification.Config(1234, java.time.Duration.ofSeconds(20), List.of(),
+                            dev.crucible.qualify.TrainingCheck.Config.tiny(25)), null);
+            if (r.meets(dev.crucible.qualify.Verdict.CAN_TRAIN)) {
+                System.out.println("backend " + candidate.name() + " qualified: CAN_TRAIN");
+                return true;
+            }
+            System.out.print(r.toText());
+            System.err.println("crucible: backend " + candidate.name() + " did not qualify for training; not starting (see above)");
+            return false;
         }
     }
 

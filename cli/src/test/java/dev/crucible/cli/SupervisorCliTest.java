@@ -98,6 +98,17 @@ class SupervisorCliTest {
     }
 
     @Test
+    void qualifyBeforeTrainingRefusesADefectiveBackend(@TempDir Path dir) throws Exception {
+        Path data = dir.resolve("shards");
+        assertEquals(0, CliTest.run("data", "prepare", "--out", data.toString(), CliTest.corpus(dir).toString()).code());
+        Path run = dir.resolve("run");
+        CliTest.Run r = CliTest.run(train(data, run, "--qualify", "--backend", "defective:matmul-mantissa=10"));
+        assertEquals(1, r.code(), r.err());
+        assertTrue(r.out().contains("MatMul") && r.err().contains("did not qualify"), r.out() + r.err());
+        assertTrue(!Files.exists(run.resolve("checkpoints")), "nothing trained");
+    }
+
+    @Test
     void badFaultSpecIsAUserError(@TempDir Path dir) throws Exception {
         Path data = dir.resolve("shards");
         assertEquals(0, CliTest.run("data", "prepare", "--out", data.toString(), CliTest.corpus(dir).toString()).code());
