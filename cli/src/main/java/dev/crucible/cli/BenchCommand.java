@@ -48,7 +48,7 @@ import java.util.concurrent.TimeUnit;
  */
 @Command(name = "bench", mixinStandardHelpOptions = true,
         description = {"Measure speed side by side with a peer (tokens/s, MFU, peak memory)."},
-        subcommands = {BenchCommand.Train.class, ServeBenchCommand.class, GenerateBenchCommand.class})
+        subcommands = {BenchCommand.Train.class, ServeBenchCommand.class, GenerateBenchCommand.class, LoadBenchCommand.class})
 final class BenchCommand implements Runnable {
     @Spec
     CommandSpec spec;

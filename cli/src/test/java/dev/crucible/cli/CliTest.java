@@ -157,7 +157,7 @@ class CliTest {
         for (String[] cmd : new String[][]{{}, {"quickstart"}, {"train"}, {"generate"}, {"tokenizer"}, {"tokenizer", "train"},
                 {"tokenizer", "encode"}, {"tokenizer", "decode"}, {"data"}, {"data", "prepare"}, {"plot"}, {"runs"},
                 {"runs", "show"}, {"chaos"}, {"export"}, {"inspect"}, {"qualify"}, {"parity"}, {"serve"}, {"bench"},
-                {"bench", "train"}, {"bench", "serve"}, {"bench", "generate"}}) {
+                {"bench", "train"}, {"bench", "serve"}, {"bench", "generate"}, {"bench", "load"}}) {
             String[] args = java.util.Arrays.copyOf(cmd, cmd.length + 1);
             args[cmd.length] = "--help";
             Run r = run(args);

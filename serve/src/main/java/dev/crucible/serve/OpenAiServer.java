@@ -113,7 +113,16 @@ public final class OpenAiServer implements AutoCloseable {
             if (!s.isSent()) error(s, e);
         } catch (Exception e) {
             status = 500;
-            if (!s.isSent()) error(s, new ApiError(500, "server_error", "internal error: " + e, null, null));
+            if (!s.isSent()) {
+                try {
+                    error(s, new ApiError(500, "server_error", "internal error: " + e, null, null));
+                } catch (IllegalStateException streaming) {
+                    // The response was already streaming when writing failed: the client went away mid-stream
+                    // (its sequence is cancelled by the stream's own handling). Nothing can be sent; it is not a
+                    // server error, so it is counted as nginx's 499 "client closed request".
+                    status = 499;
+                }
+            }
         } finally {
             metrics.request(endpoint, status);
         }
