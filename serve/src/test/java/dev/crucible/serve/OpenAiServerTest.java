@@ -264,9 +264,11 @@ class OpenAiServerTest {
             assertTrue(metric(s.base, "crucible_generated_tokens_total") < 200);
             assertEquals(200, post(s.base, "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":2}", null).status());
         }
-        // A full engine queue also answers 429: one slot, queue of 1, three long requests at once.
-        try (TestServer s = new TestServer(ServerConfig.defaults("tiny"), 1, 1)) {
-            String longStream = "{\"prompt\":\"a\",\"max_tokens\":250,\"stream\":true,\"ignore_eos\":true}";
+        // A full engine queue also answers 429: one slot, queue of 1, three requests at once. The stream holding the
+        // slot runs for thousands of tokens (seconds even on a fast machine), so the queue is still full when the
+        // third request arrives.
+        try (TestServer s = new TestServer(ServerConfig.defaults("tiny"), 1, 1, 8192)) {
+            String longStream = "{\"prompt\":\"a\",\"max_tokens\":4000,\"stream\":true,\"ignore_eos\":true}";
             Socket a = openStream(s.base, longStream);
             Thread t = Thread.ofVirtual().start(() -> {
                 try {

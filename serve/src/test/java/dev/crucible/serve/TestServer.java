@@ -20,11 +20,16 @@ final class TestServer implements AutoCloseable {
     final String base;
 
     TestServer(ServerConfig cfg, int slots, int maxQueue) {
+        this(cfg, slots, maxQueue, 256);
+    }
+
+    /** {@code context}: a long one lets a test keep a slot busy for seconds with one stream (the model is tiny). */
+    TestServer(ServerConfig cfg, int slots, int maxQueue, int context) {
         be = Backends.create("cpu", 2);
-        model = new Llama(new LlamaConfig(257, 64, 2, 4, 2, 128, 256, 10000f, 1e-5f, true), be);
+        model = new Llama(new LlamaConfig(257, 64, 2, 4, 2, 128, context, 10000f, 1e-5f, true), be);
         model.initRandom(11, 0.5);
         Tokenizer tok = Tokenizer.byteLevel(List.of("<|endoftext|>"));
-        decoder = new BatchDecoder(model, slots, 256, 16);
+        decoder = new BatchDecoder(model, slots, context, 16);
         engine = new BatchEngine(decoder, tok, tok.specialId("<|endoftext|>").getAsInt(), new BatchEngine.Config(maxQueue));
         server = new OpenAiServer(engine, tok, cfg.withPort(0));
         base = "http://127.0.0.1:" + server.port();
