@@ -117,21 +117,7 @@ public final class Parity {
             float[] ga = new float[Math.toIntExact(t.size())], gb = new float[ga.length];
             pair.copyOut(model.grad(t.name()), MemorySegment.ofArray(ga));
             pair.copyOutB(model.grad(t.name()), MemorySegment.ofArray(gb));
-            double diff = 0, ref = 0, maxAbs = 0;
-            long nonFinite = 0;
-            for (int i = 0; i < ga.length; i++) {
-                if (!Float.isFinite(gb[i]) || !Float.isFinite(ga[i])) {
-                    nonFinite++;
-                    continue;
-                }
-                double d = (double) gb[i] - ga[i];
-                diff += d * d;
-                ref += (double) ga[i] * ga[i];
-                maxAbs = Math.max(maxAbs, Math.abs(d));
-            }
-            double rel = nonFinite > 0 ? Double.POSITIVE_INFINITY : ref == 0 ? Math.sqrt(diff) : Math.sqrt(diff / ref);
-            out.add(new ParityReport.GradDiff(StepLabels.layerOf(t.name()), StepLabels.shortName(t.name()), t.name(),
-                    Math.sqrt(ref), rel, maxAbs, nonFinite));
+            out.add(ParityReport.GradDiff.of(t.name(), ga, gb));
         }
         return out;
     }

@@ -29,7 +29,29 @@ public record ParityReport(String a, String b, Parity.Config config, List<OpDiff
 
     /** One parameter's gradient: relative L2 difference ‖g_b − g_a‖ / ‖g_a‖, +Inf with non-finite values. */
     public record GradDiff(String layer, String tensor, String name, double norm, double relL2, double maxAbs,
-                           long nonFinite) {}
+                           long nonFinite) {
+        /**
+         * Candidate gradient {@code b} against reference {@code a} for parameter {@code name}: relative L2 difference
+         * (absolute when the reference is zero; infinite when any element is non-finite), max |difference|, and
+         * the count of non-finite elements.
+         */
+        public static GradDiff of(String name, float[] a, float[] b) {
+            double diff = 0, ref = 0, maxAbs = 0;
+            long nonFinite = 0;
+            for (int i = 0; i < a.length; i++) {
+                if (!Float.isFinite(b[i]) || !Float.isFinite(a[i])) {
+                    nonFinite++;
+                    continue;
+                }
+                double d = (double) b[i] - a[i];
+                diff += d * d;
+                ref += (double) a[i] * a[i];
+                maxAbs = Math.max(maxAbs, Math.abs(d));
+            }
+            double rel = nonFinite > 0 ? Double.POSITIVE_INFINITY : ref == 0 ? Math.sqrt(diff) : Math.sqrt(diff / ref);
+            return new GradDiff(StepLabels.layerOf(name), StepLabels.shortName(name), name, Math.sqrt(ref), rel, maxAbs, nonFinite);
+        }
+    }
 
     /** The columns of the per-layer table, in the order of a layer's parameters. */
     static final List<String> LAYER_TENSORS = List.of("input_layernorm", "q_proj", "k_proj", "v_proj", "o_proj",

@@ -159,21 +159,7 @@ public final class TrainingCheck {
             float[] g = new float[Math.toIntExact(t.size())], ref = new float[g.length];
             m.backend().copyOut(m.grad(t.name()), MemorySegment.ofArray(g));
             r.backend().copyOut(r.grad(t.name()), MemorySegment.ofArray(ref));
-            double diff = 0, norm = 0, maxAbs = 0;
-            long nonFinite = 0;
-            for (int i = 0; i < g.length; i++) {
-                if (!Float.isFinite(g[i])) {
-                    nonFinite++;
-                    continue;
-                }
-                double d = (double) g[i] - ref[i];
-                diff += d * d;
-                norm += (double) ref[i] * ref[i];
-                maxAbs = Math.max(maxAbs, Math.abs(d));
-            }
-            double rel = nonFinite > 0 ? Double.POSITIVE_INFINITY : norm == 0 ? Math.sqrt(diff) : Math.sqrt(diff / norm);
-            out.add(new ParityReport.GradDiff(StepLabels.layerOf(t.name()), StepLabels.shortName(t.name()), t.name(),
-                    Math.sqrt(norm), rel, maxAbs, nonFinite));
+            out.add(ParityReport.GradDiff.of(t.name(), ref, g));
         }
         return out;
     }
