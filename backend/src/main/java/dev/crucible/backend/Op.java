@@ -1,5 +1,6 @@
 package dev.crucible.backend;
 
+import dev.crucible.tensor.Blocks;
 import dev.crucible.tensor.DType;
 
 import java.util.List;
@@ -34,11 +35,13 @@ public sealed interface Op {
         public List<Buffer> outputs() { return List.of(dst); }
     }
 
-    /** out(N,C) = table[ids[n]] with ids (N) I32 and table (V,C). */
+    /** out(N,C) = table[ids[n]] with ids (N) I32 and table (V,C), the table in F32 or any weight type (rows decoded). */
     record Embedding(Buffer ids, Buffer table, Buffer out, int n, int dim) implements Op {
         public Embedding {
             size(ids, DType.I32, n, "ids");
             check(table.elements() % dim == 0, "Embedding: table is not (V," + dim + ")");
+            check(Blocks.isReal(table.type()) && dim % table.type().blockSize() == 0,
+                    "Embedding: a table of " + table.type() + " rows of " + dim + " cannot be decoded");
             size(out, DType.F32, (long) n * dim, "out");
         }
 
@@ -89,6 +92,8 @@ public sealed interface Op {
      * c(M,N) = op(a)(M,K) · op(b)(K,N), or c += … when accumulate. op(a) = a stored (M,K), or aᵀ with a stored (K,M)
      * when transA; op(b) = b stored (K,N), or bᵀ with b stored (N,K) when transB. A linear layer y = x·Wᵀ is
      * (a = x, b = W, transB); its backward is dx = dy·W (no transposes) and dW += dyᵀ·x (transA, accumulate).
+     * For inference b may also be a weight matrix in F16, BF16, Q8_0 or Q4_0 (transB, rows of whole blocks): it is
+     * used as stored, each element standing for its decoded value ({@link Blocks#decode}).
      */
     record MatMul(Buffer a, Buffer b, Buffer c, int m, int n, int k, boolean transA, boolean transB,
                   boolean accumulate) implements Op {
@@ -96,6 +101,11 @@ public sealed interface Op {
             check(m > 0 && n > 0 && k > 0, "MatMul: dimensions must be positive");
             size(a, DType.F32, (long) m * k, "a");
             check(b.elements() == (long) k * n, "MatMul: b has " + b.elements() + " elements, expected " + (long) k * n);
+            if (b.type() != DType.F32) {
+                check(Blocks.isReal(b.type()) && transB && !transA,
+                        "MatMul: a " + b.type() + " b must be a weight matrix stored (N,K) (transB, not transA)");
+                check(k % b.type().blockSize() == 0, "MatMul: K = " + k + " is not a whole number of " + b.type() + " blocks");
+            }
             size(c, DType.F32, (long) m * n, "c");
         }
 
@@ -245,6 +255,44 @@ public sealed interface Op {
         }
 
         public List<Buffer> outputs() { return List.of(param, m, v); }
+    }
+
+    /**
+     * Causal attention with grouped KV heads against a paged KV cache (inference; no backward). The cache is a pool
+     * of fixed-size pages, kPool and vPool (P,S,KV,D): P pages of S = pageSize token rows, keys stored after rope.
+     * Query row r of q(R,H,D) belongs to a sequence whose pages are listed, in token order, in row r of
+     * pageTable(R,maxPages) I32: its token t lives in page pageTable[r][t / S], row t % S. The row sees that
+     * sequence's keys 0 … lengths[r]−1, lengths(R) I32 (causal: a query at position p has length p + 1).
+     * Page-table entries past the ⌈length/S⌉ the row needs are never read. Query head h reads KV head h / (H/KV);
+     * scores are scaled by D^-½; out(R,H,D).
+     *
+     * <p>One op serves a decode step of R sequences of different lengths (one row each, each with its own
+     * page-table row) and a prefill chunk of one sequence (R rows with equal page-table rows and lengths
+     * p0+1 … p0+R). Page ids and lengths are data, so a backend checks them when it runs (1 ≤ length ≤ maxPages·S,
+     * 0 ≤ page < P for every page a row needs) and throws {@link IndexOutOfBoundsException} otherwise.
+     */
+    record PagedAttention(Buffer q, Buffer kPool, Buffer vPool, Buffer pageTable, Buffer lengths, Buffer out,
+                          int rows, int heads, int kvHeads, int headDim, int pageSize, int maxPages) implements Op {
+        public PagedAttention {
+            check(rows > 0 && heads > 0 && kvHeads > 0 && headDim > 0 && pageSize > 0 && maxPages > 0,
+                    "PagedAttention: dimensions must be positive");
+            check(heads % kvHeads == 0, "PagedAttention: heads must be a multiple of kv heads");
+            long qn = (long) rows * heads * headDim, page = (long) pageSize * kvHeads * headDim;
+            size(q, DType.F32, qn, "q");
+            size(out, DType.F32, qn, "out");
+            check(kPool.type() == DType.F32 && vPool.type() == DType.F32, "PagedAttention: kPool and vPool must be F32");
+            check(kPool.elements() > 0 && kPool.elements() % page == 0, "PagedAttention: kPool has " + kPool.elements()
+                    + " elements, not (pages," + pageSize + "," + kvHeads + "," + headDim + ")");
+            check(vPool.elements() == kPool.elements(), "PagedAttention: vPool and kPool differ in size");
+            check(kPool.elements() / page <= Integer.MAX_VALUE, "PagedAttention: more pages than int ids");
+            size(pageTable, DType.I32, (long) rows * maxPages, "pageTable");
+            size(lengths, DType.I32, rows, "lengths");
+        }
+
+        /** P, the pages in the pool. */
+        public int pages() { return (int) (kPool.elements() / ((long) pageSize * kvHeads * headDim)); }
+
+        public List<Buffer> outputs() { return List.of(out); }
     }
 
     private static void check(boolean ok, String message) {

@@ -35,7 +35,7 @@ final class LoadBenchCommand implements Callable<Integer> {
     @Option(names = "--seconds", defaultValue = "60", description = "Duration. Default: ${DEFAULT-VALUE}.")
     double seconds;
 
-    @Option(names = "--slots", defaultValue = "16", description = "Decode slots of the started server. Default: ${DEFAULT-VALUE}.")
+    @Option(names = "--slots", defaultValue = "16", description = "Sequences the started server runs at once (KV cache: this many contexts). Default: ${DEFAULT-VALUE}.")
     int slots;
 
     @Option(names = "--seed", defaultValue = "1", description = "Seed of the request mix. Default: ${DEFAULT-VALUE}.")
@@ -43,6 +43,9 @@ final class LoadBenchCommand implements Callable<Integer> {
 
     @Mixin
     BackendOptions backendOptions;
+
+    @Mixin
+    WeightOptions weightOptions;
 
     @Override
     public Integer call() throws Exception {
@@ -55,8 +58,10 @@ final class LoadBenchCommand implements Callable<Integer> {
             }
             return report(MixedLoad.run(url, apiKey, clients, seconds, seed));
         }
-        try (Backend be = backendOptions.create(); ModelFiles.Loaded m = ModelFiles.load(model, be);
-             BatchDecoder dec = new BatchDecoder(m.model(), slots, m.model().config().context(), Math.max(slots, 64));
+        try (Backend be = backendOptions.create(); ModelFiles.Loaded m = ModelFiles.load(model, be, weightOptions.type());
+             BatchDecoder dec = new BatchDecoder(m.model(), slots,
+                     BatchDecoder.pagesFor((long) slots * m.model().config().context(), BatchDecoder.DEFAULT_PAGE_SIZE),
+                     BatchDecoder.DEFAULT_PAGE_SIZE, Math.max(slots, 64));
              BatchEngine engine = new BatchEngine(dec, m.tokenizer(), Tokenizers.eosId(m.tokenizer()), new BatchEngine.Config(4 * slots));
              OpenAiServer server = new OpenAiServer(engine, m.tokenizer(), ServerConfig.defaults("load").withPort(0))) {
             System.out.printf("serving %s on 127.0.0.1:%d with %d slots; %d clients for %.0f s ...%n", model, server.port(), slots, clients, seconds);

@@ -41,6 +41,9 @@ final class ServeBenchCommand implements Callable<Integer> {
     @Mixin
     BackendOptions backendOptions;
 
+    @Mixin
+    WeightOptions weightOptions;
+
     @Override
     public Integer call() throws Exception {
         if ((model == null) == (url == null)) throw new UserException("give exactly one of --model PATH or --url URL");
@@ -50,8 +53,10 @@ final class ServeBenchCommand implements Callable<Integer> {
             return 0;
         }
         int slots = streams.stream().mapToInt(Integer::intValue).max().orElse(1);
-        try (Backend be = backendOptions.create(); ModelFiles.Loaded m = ModelFiles.load(model, be);
-             BatchDecoder dec = new BatchDecoder(m.model(), slots, m.model().config().context(), Math.max(slots, 64));
+        try (Backend be = backendOptions.create(); ModelFiles.Loaded m = ModelFiles.load(model, be, weightOptions.type());
+             BatchDecoder dec = new BatchDecoder(m.model(), slots,
+                     BatchDecoder.pagesFor((long) slots * m.model().config().context(), BatchDecoder.DEFAULT_PAGE_SIZE),
+                     BatchDecoder.DEFAULT_PAGE_SIZE, Math.max(slots, 64));
              BatchEngine engine = new BatchEngine(dec, m.tokenizer(), Tokenizers.eosId(m.tokenizer()), new BatchEngine.Config(4 * slots));
              OpenAiServer server = new OpenAiServer(engine, m.tokenizer(), ServerConfig.defaults("bench").withPort(0))) {
             report("http://127.0.0.1:" + server.port(), null);

@@ -20,7 +20,8 @@ import java.util.concurrent.CountDownLatch;
 @Command(name = "serve", mixinStandardHelpOptions = true,
         header = "Serve a model over the OpenAI API with continuous batching and a chat page.",
         description = {"Serve a model over the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models), with a chat page at /,",
-                "/health and Prometheus /metrics. Requests are batched continuously: up to --slots sequences decode together."})
+                "/health and Prometheus /metrics. Requests are batched continuously: up to --max-seqs sequences decode together,",
+                "over a paged KV cache of --kv-tokens tokens (pages of --page-size) that sequences take as they grow."})
 final class ServeCommand implements Callable<Integer> {
     @Option(names = {"--model", "-m"}, required = true, paramLabel = "PATH",
             description = "A checkpoint or run directory, a Hugging Face Llama directory, or a GGUF file.")
@@ -41,13 +42,20 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--api-keys", paramLabel = "FILE", description = "A file of accepted keys, one per line ('#' comments).")
     Path apiKeyFile;
 
-    @Option(names = "--slots", defaultValue = "16", description = "Sequences decoded together (KV-cache slots). Default: ${DEFAULT-VALUE}.")
+    @Option(names = {"--max-seqs", "--slots"}, defaultValue = "64", description = "Sequences running at once (decoded together). Default: ${DEFAULT-VALUE}.")
     int slots;
 
-    @Option(names = "--context", paramLabel = "N", description = "Tokens per sequence (default: the model's context).")
+    @Option(names = "--context", paramLabel = "N", description = "Most tokens per sequence (default: the model's context).")
     Integer context;
 
-    @Option(names = "--max-queue", defaultValue = "64", description = "Sequences that may wait for a slot; beyond, 429. Default: ${DEFAULT-VALUE}.")
+    @Option(names = "--kv-tokens", paramLabel = "N",
+            description = "KV-cache size in tokens, shared by all sequences (default: 16 x --context, what 16 fixed slots took).")
+    Long kvTokens;
+
+    @Option(names = "--page-size", defaultValue = "16", description = "Tokens per KV-cache page. Default: ${DEFAULT-VALUE}.")
+    int pageSize;
+
+    @Option(names = "--max-queue", defaultValue = "64", description = "Sequences that may wait for admission; beyond, 429. Default: ${DEFAULT-VALUE}.")
     int maxQueue;
 
     @Option(names = "--max-concurrent", defaultValue = "64", description = "Generation requests handled at once; beyond, 429. Default: ${DEFAULT-VALUE}.")
@@ -65,6 +73,9 @@ final class ServeCommand implements Callable<Integer> {
     @Mixin
     BackendOptions backendOptions;
 
+    @Mixin
+    WeightOptions weightOptions;
+
     @Override
     public Integer call() throws Exception {
         List<String> keys = new ArrayList<>(apiKeys);
@@ -79,20 +90,24 @@ final class ServeCommand implements Callable<Integer> {
             }
             if (keys.isEmpty()) throw new UserException("--api-keys file " + apiKeyFile + " holds no keys");
         }
-        if (slots <= 0 || maxQueue < 0 || maxConcurrent <= 0 || maxRequestBytes <= 0 || maxPromptTokens <= 0 || maxTokens <= 0) {
-            throw new UserException("--slots, --max-concurrent, --max-request-bytes, --max-prompt-tokens and --max-tokens must be positive");
+        if (slots <= 0 || maxQueue < 0 || maxConcurrent <= 0 || maxRequestBytes <= 0 || maxPromptTokens <= 0 || maxTokens <= 0 || pageSize <= 0) {
+            throw new UserException("--max-seqs, --max-concurrent, --max-request-bytes, --max-prompt-tokens, --max-tokens and --page-size must be positive");
         }
         if (port < 0 || port > 65535) throw new UserException("--port must be in 0..65535");
         String name = modelName != null ? modelName : model.toAbsolutePath().normalize().getFileName().toString();
-        try (Backend be = backendOptions.create(); ModelFiles.Loaded m = ModelFiles.load(model, be)) {
+        try (Backend be = backendOptions.create(); ModelFiles.Loaded m = ModelFiles.load(model, be, weightOptions.type())) {
             int ctx = context != null ? context : m.model().config().context();
             if (ctx <= 1 || ctx > m.model().config().context()) throw new UserException("--context must be in 2.." + m.model().config().context());
             ServerConfig cfg = new ServerConfig(host, port, name, keys, maxRequestBytes, maxPromptTokens, maxTokens, maxConcurrent, 8, 1);
-            try (BatchDecoder dec = new BatchDecoder(m.model(), slots, ctx, Math.max(slots, 64));
+            long tokens = kvTokens != null ? kvTokens : 16L * ctx;
+            if (tokens < ctx) throw new UserException("--kv-tokens " + tokens + " cannot hold one sequence of --context " + ctx);
+            if (tokens / pageSize >= Integer.MAX_VALUE) throw new UserException("--kv-tokens " + tokens + " is too many pages of " + pageSize);
+            try (BatchDecoder dec = new BatchDecoder(m.model(), slots, BatchDecoder.pagesFor(tokens, pageSize), pageSize, ctx, Math.max(slots, 64));
                  BatchEngine engine = new BatchEngine(dec, m.tokenizer(), Tokenizers.eosId(m.tokenizer()), new BatchEngine.Config(maxQueue));
                  OpenAiServer server = new OpenAiServer(engine, m.tokenizer(), cfg)) {
-                System.err.printf("serving %s on http://%s:%d/ (%d slots x %d tokens, KV cache %.1f MiB%s)%n", name, host, server.port(),
-                        slots, ctx, dec.cacheBytes() / 1048576.0, keys.isEmpty() ? "" : ", API keys required");
+                System.err.printf("serving %s on http://%s:%d/ (up to %d sequences of up to %d tokens; KV cache %d pages x %d tokens, %.1f MiB%s)%n",
+                        name, host, server.port(), slots, ctx, dec.pages(), dec.pageSize(), dec.cacheBytes() / 1048576.0,
+                        keys.isEmpty() ? "" : ", API keys required");
                 CountDownLatch stop = new CountDownLatch(1);
                 Runtime.getRuntime().addShutdownHook(new Thread(stop::countDown));
                 stop.await();

@@ -7,8 +7,10 @@ import dev.crucible.tensor.DType;
 import dev.crucible.tensor.Rng;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
+import java.util.stream.Collectors;
 
 import static dev.crucible.conformance.Gen.inputs;
 import static dev.crucible.conformance.Gen.normal;
@@ -53,6 +55,14 @@ public final class Cases {
                 }
             }
         }
+        // Inference with weights used as stored: one token (the decode path), a few rows (a batched decode step)
+        // and a prefill-sized M (packed GEMM), at aligned and odd N, K of whole blocks.
+        for (DType t : new DType[] {DType.F16, DType.BF16, DType.Q8_0, DType.Q4_0}) {
+            c.add(weightMatmul(t, 1, 96, 256, false));
+            c.add(weightMatmul(t, 3, 37, 96, true));
+            c.add(weightMatmul(t, 17, 70, 288, false));
+            c.add(embedding(t, 9, 37, 64));
+        }
         c.add(rope(64, 4, 128, 10_000f, false));
         c.add(rope(64, 4, 128, 10_000f, true));
         c.add(rope(13, 7, 74, 500_000f, false));
@@ -84,6 +94,14 @@ public final class Cases {
         c.add(sumSquares(1021));
         c.add(adamw(4096, 1));
         c.add(adamw(1021, 10));
+        // Paged KV cache: a decode step over sequences of different lengths (one page just full, one just begun, a
+        // single key, several key blocks), MHA, GQA and MQA, and prefill chunks of one sequence (rows sharing a
+        // page-table row), one longer than a query block. Page ids are shuffled: never contiguous, never in order.
+        c.add(pagedAttention(8, 2, 64, 16, new int[] {1, 16, 17, 64, 100, 33}));
+        c.add(pagedAttention(6, 3, 37, 7, new int[] {1, 7, 8, 23, 40}));
+        c.add(pagedAttention(4, 4, 16, 16, new int[] {200, 5}));
+        c.add(pagedPrefill(4, 1, 32, 16, 20, 13));
+        c.add(pagedPrefill(2, 1, 13, 5, 3, 37));
         return List.copyOf(c);
     }
 
@@ -110,6 +128,24 @@ public final class Cases {
                 (rng, ref) -> inputs("ids", HostArray.i32(uniform(rng, n, vocab)),
                         "table", normal(rng, vocab * dim, 1)),
                 h -> new Op.Embedding(h.in("ids"), h.in("table"), h.out("out", F32, (long) n * dim), n, dim));
+    }
+
+    /** A table stored as {@code type}: rows must come out decoded exactly. */
+    static OpCase embedding(DType type, int n, int vocab, int dim) {
+        return new OpCase("Embedding", "N=" + n + " V=" + vocab + " C=" + dim + " table " + type, F32, Tolerance.EXACT,
+                (rng, ref) -> inputs("ids", HostArray.i32(uniform(rng, n, vocab)),
+                        "table", HostArray.encoded(type, normal(rng, vocab * dim, 1).floats())),
+                h -> new Op.Embedding(h.in("ids"), h.in("table"), h.out("out", F32, (long) n * dim), n, dim));
+    }
+
+    /** c = a·bᵀ with the weight b (N,K) stored as {@code type}; the reference decodes it exactly, so NMSE applies. */
+    static OpCase weightMatmul(DType type, int m, int n, int k, boolean acc) {
+        return new OpCase("MatMul", "M=" + m + " N=" + n + " K=" + k + " a·bᵀ b " + type + (acc ? " +=" : ""), F32,
+                Tolerance.REDUCTION,
+                (rng, ref) -> inputs("a", normal(rng, m * k, 1), "b", HostArray.encoded(type, normal(rng, k * n, 1).floats()),
+                        "c", normal(rng, m * n, 1)),
+                h -> new Op.MatMul(h.in("a"), h.in("b"), acc ? h.inOut("c") : h.out("c", F32, (long) m * n),
+                        m, n, k, false, true, acc));
     }
 
     /** N > V, so rows repeat and the scatter-add has collisions (where a racy parallel kernel loses updates). */
@@ -350,5 +386,73 @@ public final class Cases {
                 },
                 h -> new Op.AdamW(h.inOut("param"), h.in("grad"), h.inOut("m"), h.inOut("v"), 3e-4f, 0.9f, 0.95f,
                         1e-8f, 0.1f, step, 0.5f));
+    }
+
+    /** A decode step: row r is its own sequence with {@code lengths[r]} keys (query at position lengths[r] − 1). */
+    static OpCase pagedAttention(int heads, int kvHeads, int headDim, int pageSize, int[] lengths) {
+        String lens = Arrays.stream(lengths).mapToObj(Integer::toString).collect(Collectors.joining(","));
+        return pagedAttention("decode R=" + lengths.length + " lengths=" + lens, heads, kvHeads, headDim, pageSize,
+                lengths, false);
+    }
+
+    /** A prefill chunk of one sequence: {@code rows} queries at positions q0 … q0+rows−1, all on one page-table row. */
+    static OpCase pagedPrefill(int heads, int kvHeads, int headDim, int pageSize, int q0, int rows) {
+        int[] lengths = new int[rows];
+        for (int r = 0; r < rows; r++) lengths[r] = q0 + 1 + r;
+        return pagedAttention("prefill R=" + rows + " q0=" + q0, heads, kvHeads, headDim, pageSize, lengths, true);
+    }
+
+    /**
+     * Pool pages are dealt to the sequences from a shuffled list with spare pages left over; page-table entries past
+     * what a row needs are −1 (never read); every pool row no query may see (spare pages, the tail of a sequence's last
+     * page) holds ±3e4, so a kernel that reads a wrong page or a key past the length does not pass by luck.
+     */
+    private static OpCase pagedAttention(String label, int heads, int kvHeads, int headDim, int pageSize, int[] lengths,
+                                         boolean oneSequence) {
+        int rows = lengths.length, kvRow = kvHeads * headDim;
+        int longest = Arrays.stream(lengths).max().orElseThrow();
+        int maxPages = (longest + pageSize - 1) / pageSize + 1;                 // one column more than any row needs
+        int sequences = oneSequence ? 1 : rows;
+        int[] seqLength = oneSequence ? new int[] {longest} : lengths.clone();
+        int needed = 0;
+        for (int len : seqLength) needed += (len + pageSize - 1) / pageSize;
+        int pages = needed + 3;
+        return new OpCase("PagedAttention", label + " H=" + heads + " KV=" + kvHeads + " D=" + headDim + " S=" + pageSize
+                + " pages=" + pages, F32, Tolerance.SOFTMAX,
+                (rng, ref) -> {
+                    int[] ids = new int[pages];
+                    for (int i = 0; i < pages; i++) ids[i] = i;
+                    for (int i = pages - 1; i > 0; i--) {
+                        int j = rng.nextInt(i + 1), t = ids[i];
+                        ids[i] = ids[j];
+                        ids[j] = t;
+                    }
+                    float[] k = new float[pages * pageSize * kvRow], v = new float[k.length];
+                    for (int i = 0; i < k.length; i++) k[i] = v[i] = (i & 1) == 0 ? 3e4f : -3e4f;
+                    int[][] seqPages = new int[sequences][];
+                    int next = 0;
+                    for (int s = 0; s < sequences; s++) {
+                        seqPages[s] = new int[(seqLength[s] + pageSize - 1) / pageSize];
+                        for (int i = 0; i < seqPages[s].length; i++) seqPages[s][i] = ids[next++];
+                        for (int t = 0; t < seqLength[s]; t++) {
+                            int base = (seqPages[s][t / pageSize] * pageSize + t % pageSize) * kvRow;
+                            for (int c = 0; c < kvRow; c++) {
+                                k[base + c] = (float) rng.nextGaussian();
+                                v[base + c] = (float) rng.nextGaussian();
+                            }
+                        }
+                    }
+                    int[] table = new int[rows * maxPages];
+                    Arrays.fill(table, -1);
+                    for (int r = 0; r < rows; r++) {
+                        int[] own = seqPages[oneSequence ? 0 : r];
+                        System.arraycopy(own, 0, table, r * maxPages, oneSequence ? own.length : (lengths[r] + pageSize - 1) / pageSize);
+                    }
+                    return inputs("q", normal(rng, rows * heads * headDim, 1), "kPool", HostArray.f32(k),
+                            "vPool", HostArray.f32(v), "pageTable", HostArray.i32(table), "lengths", HostArray.i32(lengths));
+                },
+                h -> new Op.PagedAttention(h.in("q"), h.in("kPool"), h.in("vPool"), h.in("pageTable"), h.in("lengths"),
+                        h.out("out", F32, (long) rows * heads * headDim), rows, heads, kvHeads, headDim, pageSize,
+                        maxPages));
     }
 }

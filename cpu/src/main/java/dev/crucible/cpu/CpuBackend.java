@@ -15,6 +15,7 @@ import dev.crucible.cpu.kernels.CrossEntropy;
 import dev.crucible.cpu.kernels.Elementwise;
 import dev.crucible.cpu.kernels.Embedding;
 import dev.crucible.cpu.kernels.MatMul;
+import dev.crucible.cpu.kernels.PagedAttention;
 import dev.crucible.cpu.kernels.Reduce;
 import dev.crucible.cpu.kernels.RmsNorm;
 import dev.crucible.cpu.kernels.Rope;
@@ -110,9 +111,9 @@ public final class CpuBackend extends HostBackend {
         return switch (op) {
             case Op.Fill o -> o.out().type() == DType.F32 || o.out().type() == DType.I32;
             case Op.Copy o -> true;
-            case Op.MatMul o -> o.b().type() == DType.F32;
+            case Op.MatMul o -> true; // F32, or a weight matrix in any type the op accepts
             case Op.EmbeddingBackward o -> o.dTable().type() == DType.F32;
-            case Op.Embedding o -> o.table().type() == DType.F32;
+            case Op.Embedding o -> true;
             case Op.RmsNorm o -> true;
             case Op.RmsNormBackward o -> true;
             case Op.Rope o -> true;
@@ -124,6 +125,7 @@ public final class CpuBackend extends HostBackend {
             case Op.CrossEntropy o -> true;
             case Op.SumSquares o -> true;
             case Op.AdamW o -> true;
+            case Op.PagedAttention o -> true;
         };
     }
 
@@ -136,8 +138,8 @@ public final class CpuBackend extends HostBackend {
                 else Elementwise.fill(pool, seg(o.out()), o.out().elements(), o.value());
             }
             case Op.Copy o -> Elementwise.copy(pool, seg(o.src()), seg(o.dst()));
-            case Op.Embedding o -> Embedding.forward(pool, seg(o.ids()), seg(o.table()), seg(o.out()), o.n(), o.dim(),
-                    o.table().elements() / o.dim());
+            case Op.Embedding o -> Embedding.forward(pool, seg(o.ids()), seg(o.table()), o.table().type(), seg(o.out()),
+                    o.n(), o.dim(), o.table().elements() / o.dim());
             case Op.EmbeddingBackward o -> Embedding.backward(pool, seg(o.ids()), seg(o.dOut()), seg(o.dTable()), o.n(),
                     o.dim(), o.dTable().elements() / o.dim());
             case Op.RmsNorm o -> RmsNorm.forward(pool, seg(o.x()), seg(o.weight()), seg(o.out()),
@@ -164,6 +166,9 @@ public final class CpuBackend extends HostBackend {
             case Op.AdamW o -> AdamW.step(pool, seg(o.param()), seg(o.grad()), seg(o.m()), seg(o.v()),
                     o.param().elements(), o.lr(), o.beta1(), o.beta2(), o.eps(), o.weightDecay(), o.step(),
                     o.gradScale());
+            case Op.PagedAttention o -> PagedAttention.forward(pool, seg(o.q()), seg(o.kPool()), seg(o.vPool()),
+                    seg(o.pageTable()), seg(o.lengths()), seg(o.out()), o.rows(), o.heads(), o.kvHeads(), o.headDim(),
+                    o.pageSize(), o.maxPages(), o.pages());
         }
     }
 
@@ -185,10 +190,11 @@ public final class CpuBackend extends HostBackend {
 
     private void matmul(Op.MatMul o) {
         MemorySegment a = seg(o.a()), b = seg(o.b()), c = seg(o.c());
-        if (o.m() >= BLAS_MIN_ROWS && useBlas(o.a(), o.b(), o.c())) {
+        DType bType = o.b().type();
+        if (bType == DType.F32 && o.m() >= BLAS_MIN_ROWS && useBlas(o.a(), o.b(), o.c())) {
             BlasGemm.gemm(pool, blas, a, b, c, o.m(), o.n(), o.k(), o.transA(), o.transB(), o.accumulate());
         } else {
-            MatMul.gemm(pool, a, b, c, o.m(), o.n(), o.k(), o.transA(), o.transB(), o.accumulate());
+            MatMul.gemm(pool, a, b, bType, c, o.m(), o.n(), o.k(), o.transA(), o.transB(), o.accumulate());
         }
     }
 

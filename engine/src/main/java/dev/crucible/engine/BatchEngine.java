@@ -18,19 +18,32 @@ import java.util.function.Consumer;
 /**
  * Continuous batching over a {@link BatchDecoder}. One scheduler thread loops:
  * <pre>
- *   admit waiting requests while a KV slot is free
+ *   admit waiting requests, oldest first, while a sequence id is free and the KV pool can promise the oldest its pages
  *   prefill one chunk of one admitted sequence (long prompts interleave with decoding instead of stalling it)
  *   decode one token for every sequence past its prefill, all in one batched forward
- *   sample, emit text, retire finished and cancelled sequences (their slots are free for the next step)
+ *   sample, emit text, retire finished and cancelled sequences (their pages are free for the next step)
  * </pre>
  * Requests wait in a bounded queue: {@link #submit} refuses (returns null) when it is full, so a flood of requests
  * costs a 429, not memory. Consumers read a {@link Handle}'s events from any thread and may {@link Handle#cancel}
- * at any time; the sequence leaves the batch at the next step and its cache slot is reused.
+ * at any time; the sequence leaves the batch at the next step and its pages are reused.
+ *
+ * <p><b>Admission: page reservation.</b> The KV cache is paged ({@link BatchDecoder}): sequences take pages as they
+ * grow. A request is admitted only when the pages not yet promised to admitted sequences cover its whole budget,
+ * prompt + {@code max_tokens} (capped at the context) rounded up to pages, and the promise holds until it ends. So
+ * a running sequence never meets a full cache: nothing is preempted or recomputed, and no sequence is cut short
+ * because others grew. Pages are still taken only as tokens arrive: the pool holds the tokens actually cached, and
+ * short requests (small prompt and {@code max_tokens}) fit many at once where fixed slots of the whole context fitted
+ * few. Admission is first come, first served: the oldest request waits until its budget fits rather than being
+ * overtaken by smaller ones, so none starves. The price is that a request asking for many tokens holds them although
+ * it may stop early (a chat request without {@code max_tokens} reserves the whole context, as a slot did). vLLM
+ * instead admits optimistically and preempts (and later recomputes) the newest sequence when pages run out: more
+ * sequences at once when completions stop early, repeated prefill and less predictable latency under pressure. TGI
+ * reserves, as this engine does.
  *
  * <p>Sampling draws are keyed by (seed, position), so a sequence's text does not depend on what else is batched.
  */
 public final class BatchEngine implements AutoCloseable {
-    /** Limits: queue = requests waiting for a slot; the decode batch is min(slots, decoder rows). */
+    /** Limits: queue = requests waiting for admission; the decode batch is min(running sequences, decoder rows). */
     public record Config(int maxQueue) {}
 
     private final BatchDecoder decoder;
@@ -43,6 +56,8 @@ public final class BatchEngine implements AutoCloseable {
     private final Thread thread;
     private volatile boolean running = true;
     private final Stats stats = new Stats();
+    /** Pages promised to admitted sequences (the sum of their budgets); never above the pool. */
+    private int reservedPages;
 
     /** Counters for /metrics; all monotonic except the gauges. */
     public static final class Stats {
@@ -54,7 +69,7 @@ public final class BatchEngine implements AutoCloseable {
         /** Upper bounds (seconds) of the TTFT histogram buckets; the last count is +Inf. */
         public static final double[] TTFT_BUCKETS = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
         public final LongAdder[] ttftBuckets = new LongAdder[TTFT_BUCKETS.length + 1];
-        volatile int activeCount, waitingCount;
+        volatile int activeCount, waitingCount, pagesUsed, pagesReserved;
         volatile long cachedTokens;
         volatile double recentTokensPerSecond;
 
@@ -73,6 +88,12 @@ public final class BatchEngine implements AutoCloseable {
         public int waiting() { return waitingCount; }
 
         public long cachedTokens() { return cachedTokens; }
+
+        /** KV pages holding tokens now. */
+        public int pagesUsed() { return pagesUsed; }
+
+        /** KV pages promised to admitted sequences (at least those they use): what admission counts against. */
+        public int pagesReserved() { return pagesReserved; }
 
         /** Generated tokens per second over the last decode steps (exponential average). */
         public double recentTokensPerSecond() { return recentTokensPerSecond; }
@@ -110,7 +131,7 @@ public final class BatchEngine implements AutoCloseable {
         final ByteArrayOutputStream bytes = new ByteArrayOutputStream();
         final List<SequenceEvent.TokenLogprob> pending = new ArrayList<>();
         final List<SequenceEvent.TokenLogprob> promptScores = new ArrayList<>();
-        int slot = -1, prefilled, generated, emittedChars, next;
+        int seq = -1, reserved, prefilled, generated, emittedChars, next;
         double ttft = -1;
         String text = "";
 
@@ -132,12 +153,18 @@ public final class BatchEngine implements AutoCloseable {
     public Stats stats() { return stats; }
 
     /** Tokens a sequence can hold (prompt + completion). */
-    public int capacity() { return decoder.capacity(); }
+    public int capacity() { return decoder.maxLength(); }
 
-    public int slots() { return decoder.slots(); }
+    /** Sequences that can run at once. */
+    public int maxSequences() { return decoder.maxSequences(); }
 
-    /** KV-cache use: cached tokens over pool capacity, 0..1. */
-    public double cacheUse() { return (double) stats.cachedTokens / ((long) decoder.slots() * decoder.capacity()); }
+    /** Pages in the KV pool. */
+    public int pages() { return decoder.pages(); }
+
+    public int pageSize() { return decoder.pageSize(); }
+
+    /** KV-cache use: pages holding tokens over pages in the pool, 0..1. */
+    public double cacheUse() { return (double) stats.pagesUsed / decoder.pages(); }
 
     /**
      * Queues a request; null when the queue is full (the caller answers 429).
@@ -151,8 +178,8 @@ public final class BatchEngine implements AutoCloseable {
      * sink runs on the scheduler thread: it must be quick and must not block (a queue offer).
      */
     public Handle submit(CompletionRequest req, Consumer<SequenceEvent> sink) {
-        if (req.prompt().length >= decoder.capacity()) {
-            throw new IllegalArgumentException("the prompt has " + req.prompt().length + " tokens; the context holds " + decoder.capacity());
+        if (req.prompt().length >= decoder.maxLength()) {
+            throw new IllegalArgumentException("the prompt has " + req.prompt().length + " tokens; the context holds " + decoder.maxLength());
         }
         for (int id : req.prompt()) {
             if (id < 0 || id >= decoder.config().vocab()) throw new IllegalArgumentException("token id " + id + " outside the vocabulary");
@@ -167,7 +194,7 @@ public final class BatchEngine implements AutoCloseable {
         return h;
     }
 
-    /** Drops cancelled requests that still wait for a slot (called with the queue locked). */
+    /** Drops cancelled requests that still wait for admission (called with the queue locked). */
     private void purgeCancelled() {
         for (Iterator<Seq> it = waiting.iterator(); it.hasNext(); ) {
             Seq s = it.next();
@@ -186,21 +213,12 @@ public final class BatchEngine implements AutoCloseable {
                 if (active.isEmpty() && prefilling.isEmpty()) {
                     Seq s = waiting.poll(100, TimeUnit.MILLISECONDS);
                     if (s == null) continue;
-                    admit(s);
+                    admit(s); // nothing is reserved when nothing runs, and one budget never exceeds the pool
                 }
-                while (decoder.freeSlots() > 0) {
-                    Seq s;
-                    synchronized (waiting) {
-                        s = waiting.poll();
-                        stats.waitingCount = waiting.size();
-                    }
-                    if (s == null) break;
-                    admit(s);
-                }
+                admitWaiting();
                 prefillOne();
                 decodeStep();
-                stats.activeCount = active.size() + prefilling.size();
-                stats.cachedTokens = decoder.cachedTokens();
+                publish();
             } catch (InterruptedException e) {
                 break;
             } catch (RuntimeException e) {
@@ -209,11 +227,49 @@ public final class BatchEngine implements AutoCloseable {
                 for (Seq s : new ArrayList<>(prefilling)) fail(s, e);
                 active.clear();
                 prefilling.clear();
+                publish();
             }
         }
         for (Seq s : active) done(s, "cancelled", null);
         for (Seq s : prefilling) done(s, "cancelled", null);
         for (Seq s : waiting) s.handle.events.accept(new SequenceEvent.Done("cancelled", s.req.prompt().length, 0, -1, null));
+    }
+
+    /** The gauges /metrics reads; the active count last, so a reader that sees it sees the cache gauges with it. */
+    private void publish() {
+        synchronized (waiting) {
+            stats.waitingCount = waiting.size();
+        }
+        stats.cachedTokens = decoder.cachedTokens();
+        stats.pagesUsed = decoder.usedPages();
+        stats.pagesReserved = reservedPages;
+        stats.activeCount = active.size() + prefilling.size();
+    }
+
+    /**
+     * Admits waiting requests in arrival order while a sequence id is free and the oldest one's page budget fits in
+     * the pages not yet promised (it waits for running sequences to end otherwise; younger ones wait behind it).
+     */
+    private void admitWaiting() {
+        while (decoder.freeSequences() > 0) {
+            Seq s;
+            synchronized (waiting) {
+                s = waiting.peek();
+                if (s == null) break;
+                if (!s.handle.cancelled && reservedPages + budget(s.req) > decoder.pages()) break;
+                waiting.poll();
+                stats.waitingCount = waiting.size();
+            }
+            admit(s);
+        }
+    }
+
+    /**
+     * Pages a request reserves: its prompt and every token it may generate, capped at the context (the last sampled
+     * token is never appended, so this is one token to spare). Never more than the pool, which holds one context.
+     */
+    private int budget(CompletionRequest r) {
+        return decoder.pagesFor(Math.min((long) r.prompt().length + r.maxTokens(), decoder.maxLength()));
     }
 
     private void admit(Seq s) {
@@ -222,7 +278,9 @@ public final class BatchEngine implements AutoCloseable {
             s.handle.events.accept(new SequenceEvent.Done("cancelled", s.req.prompt().length, 0, -1, null));
             return;
         }
-        s.slot = decoder.acquire();
+        s.seq = decoder.acquire();
+        s.reserved = budget(s.req);
+        reservedPages += s.reserved;
         stats.admitted.increment();
         stats.promptTokens.add(s.req.prompt().length);
         if (s.req.echo() && s.req.logprobs() >= 0) {
@@ -246,7 +304,7 @@ public final class BatchEngine implements AutoCloseable {
         int n = Math.min(decoder.maxBatch(), p.length - s.prefilled);
         int[] part = java.util.Arrays.copyOfRange(p, s.prefilled, s.prefilled + n);
         boolean score = s.req.echo() && s.req.logprobs() >= 0;
-        float[][] logits = decoder.prefill(s.slot, part, score);
+        float[][] logits = decoder.prefill(s.seq, part, score);
         if (score) {
             for (int i = 0; i < n; i++) {
                 int target = s.prefilled + i + 1;
@@ -282,13 +340,13 @@ public final class BatchEngine implements AutoCloseable {
         if (n == 0) return;
         // Round-robin when more sequences than rows: the ones served this step go to the back.
         List<Seq> batch = new ArrayList<>(active.subList(0, n));
-        int[] slots = new int[n], tokens = new int[n];
+        int[] seqs = new int[n], tokens = new int[n];
         for (int i = 0; i < n; i++) {
-            slots[i] = batch.get(i).slot;
+            seqs[i] = batch.get(i).seq;
             tokens[i] = batch.get(i).next;
         }
         long t0 = System.nanoTime();
-        float[][] logits = decoder.decode(slots, tokens);
+        float[][] logits = decoder.decode(seqs, tokens);
         long dt = System.nanoTime() - t0;
         stats.decodeSteps.increment();
         stats.decodeNanos.add(dt);
@@ -306,7 +364,7 @@ public final class BatchEngine implements AutoCloseable {
 
     /** Samples the next token of s from logits and emits it; true when s finished (and was retired). */
     private boolean accept(Seq s, float[] logits) {
-        int position = decoder.length(s.slot);
+        int position = decoder.length(s.seq);
         int tok = Sampler.sample(logits, s.req.sampling(), position, s.counts);
         if (s.ttft < 0) {
             s.ttft = (System.nanoTime() - s.submitted) / 1e9;
@@ -330,7 +388,7 @@ public final class BatchEngine implements AutoCloseable {
         }
         int safe = s.text.length() - Generator.holdBack(s.text, s.req.stops());
         if (safe > s.emittedChars) emit(s, s.text.substring(s.emittedChars, safe));
-        if (s.generated >= s.req.maxTokens() || decoder.length(s.slot) >= decoder.capacity()) {
+        if (s.generated >= s.req.maxTokens() || decoder.length(s.seq) >= decoder.maxLength()) {
             done(s, "length", null);
             return true;
         }
@@ -348,9 +406,11 @@ public final class BatchEngine implements AutoCloseable {
         if (s.text.length() > s.emittedChars || (!s.pending.isEmpty() && !reason.equals("stop"))) {
             emit(s, s.text.substring(Math.min(s.emittedChars, s.text.length())));
         }
-        if (s.slot >= 0) {
-            decoder.release(s.slot);
-            s.slot = -1;
+        reservedPages -= s.reserved;
+        s.reserved = 0;
+        if (s.seq >= 0) {
+            decoder.release(s.seq);
+            s.seq = -1;
         }
         if (reason.equals("cancelled")) stats.cancelled.increment();
         else stats.finished.increment();

@@ -44,7 +44,7 @@ class BatchEngineTest {
     @Test
     void batchedDecodeMatchesSessions() {
         int[][] prompts = {{1, 2, 3, 4, 5, 6, 7}, {50, 60}, {100, 101, 102, 103}};
-        try (BatchDecoder dec = new BatchDecoder(model, 4, 64, 3)) {
+        try (BatchDecoder dec = new BatchDecoder(model, 4, 16, 16, 64, 3)) {
             int[] slots = new int[3];
             List<Llama.Session> sessions = new ArrayList<>();
             int[] next = new int[3];
@@ -70,9 +70,9 @@ class BatchEngineTest {
                 for (int i = 0; i < prompts[0].length; i++) close(s.append(new int[]{prompts[0][i]}), all[i]);
             }
             sessions.forEach(Llama.Session::close);
-            assertEquals(0, dec.freeSlots());
+            assertEquals(0, dec.freeSequences());
             dec.release(slots[1]);
-            assertEquals(1, dec.freeSlots());
+            assertEquals(1, dec.freeSequences());
         }
     }
 
@@ -92,7 +92,7 @@ class BatchEngineTest {
     void engineMatchesGeneratorAndIsReproducible() throws Exception {
         String prompt = "hello";
         Generator.Result ref = new Generator(model, tok, 256).generate(prompt, 12, SamplingParams.GREEDY, List.of(), null);
-        try (BatchDecoder dec = new BatchDecoder(model, 4, 128, 8);
+        try (BatchDecoder dec = new BatchDecoder(model, 4, 32, 16, 128, 8);
              BatchEngine e = new BatchEngine(dec, tok, 256, new BatchEngine.Config(16))) {
             int[] ids = tok.encodeWithSpecials(prompt);
             String greedy = run(e, new CompletionRequest(ids, 12, SamplingParams.GREEDY, List.of(), -1, false, false), null);
@@ -123,7 +123,7 @@ class BatchEngineTest {
 
     @Test
     void stopStringsMaxTokensAndCancellation() throws Exception {
-        try (BatchDecoder dec = new BatchDecoder(model, 2, 128, 8);
+        try (BatchDecoder dec = new BatchDecoder(model, 2, 16, 16, 128, 8);
              BatchEngine e = new BatchEngine(dec, tok, 256, new BatchEngine.Config(1))) {
             int[] ids = tok.encodeWithSpecials("abc");
             String full = run(e, new CompletionRequest(ids, 10, SamplingParams.GREEDY, List.of(), -1, false, true), null);
@@ -132,14 +132,72 @@ class BatchEngineTest {
             String stop = text.substring(3, 5);
             String cut = run(e, new CompletionRequest(ids, 10, SamplingParams.GREEDY, List.of(stop), -1, false, true), null);
             assertTrue(cut.startsWith(text.substring(0, text.indexOf(stop)) + "|stop|"), cut + " vs " + text);
-            // Cancelling frees the slot: two long sequences, cancel both, the next request still runs.
+            // Cancelling frees the sequence and its pages: two long sequences, cancel both, the next request still runs.
             BatchEngine.Handle a = e.submit(new CompletionRequest(ids, 100, SamplingParams.GREEDY, List.of(), -1, false, true));
             BatchEngine.Handle b = e.submit(new CompletionRequest(ids, 100, SamplingParams.GREEDY, List.of(), -1, false, true));
             assertNotNull(a);
             a.cancel();
             if (b != null) b.cancel();
             assertTrue(run(e, new CompletionRequest(ids, 3, SamplingParams.GREEDY, List.of(), -1, false, true), null).endsWith("|length|3"));
-            assertEquals(2, dec.freeSlots());
+            assertEquals(2, dec.freeSequences());
+            assertEquals(dec.pages(), dec.freePages());
+        }
+    }
+
+    /**
+     * Admission reserves prompt + max_tokens in pages: with a pool of 8 pages and budgets of 2 pages, at most 4 run at
+     * once though 8 sequence ids are free; the rest wait and are admitted as pages come back; no sequence ever meets
+     * a full cache, and each gives the text it gives alone.
+     */
+    @Test
+    void admissionReservesPagesAndQueuesTheRest() throws Exception {
+        try (BatchDecoder dec = new BatchDecoder(model, 8, 8, 16, 128, 8);
+             BatchEngine e = new BatchEngine(dec, tok, 256, new BatchEngine.Config(16))) {
+            int[] ids = tok.encodeWithSpecials("abcde");                                  // 5 tokens + 20 ≤ 32: 2 pages
+            String alone = run(e, new CompletionRequest(ids, 20, SamplingParams.GREEDY, List.of(), -1, false, true), null);
+            assertTrue(alone.endsWith("|length|20"), alone);
+            List<BatchEngine.Handle> handles = new ArrayList<>();
+            for (int i = 0; i < 7; i++) {
+                handles.add(e.submit(new CompletionRequest(ids, 20, SamplingParams.GREEDY, List.of(), -1, false, true)));
+            }
+            // One request that reserves the whole pool (its budget is the context) waits for all of them, then runs.
+            BatchEngine.Handle big = e.submit(new CompletionRequest(ids, 1000, SamplingParams.GREEDY, List.of(), -1, false, true));
+            int peakActive = 0, peakReserved = 0;
+            List<String> texts = new ArrayList<>();
+            for (BatchEngine.Handle h : handles) {
+                StringBuilder sb = new StringBuilder();
+                for (;;) {
+                    SequenceEvent ev = h.poll(10, TimeUnit.SECONDS);
+                    assertNotNull(ev, "engine stalled");
+                    peakActive = Math.max(peakActive, e.stats().active());
+                    peakReserved = Math.max(peakReserved, e.stats().pagesReserved());
+                    if (ev instanceof SequenceEvent.Chunk c) sb.append(c.text());
+                    if (ev instanceof SequenceEvent.Done d) {
+                        texts.add(sb + "|" + d.finishReason() + "|" + d.completionTokens());
+                        break;
+                    }
+                }
+            }
+            for (String t : texts) assertEquals(alone, t);
+            assertTrue(peakActive <= 4, "active " + peakActive);
+            assertTrue(peakReserved <= 8, "reserved " + peakReserved);
+            SequenceEvent ev;
+            int generated = -1;
+            while ((ev = big.poll(20, TimeUnit.SECONDS)) != null) {
+                if (ev instanceof SequenceEvent.Done d) {
+                    assertEquals("length", d.finishReason());
+                    generated = d.completionTokens();
+                    break;
+                }
+            }
+            assertEquals(128 - ids.length + 1, generated);   // ran to the full context (the last token is not cached)
+            long deadline = System.nanoTime() + 5_000_000_000L;
+            while ((e.stats().pagesUsed() > 0 || e.stats().pagesReserved() > 0) && System.nanoTime() < deadline) Thread.sleep(10);
+            assertEquals(0, e.stats().pagesUsed());
+            assertEquals(0, e.stats().pagesReserved());
+            assertEquals(0, e.cacheUse());
+            assertEquals(8, e.pages());
+            assertEquals(16, e.pageSize());
         }
     }
 

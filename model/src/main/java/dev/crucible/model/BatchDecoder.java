@@ -16,43 +16,93 @@ import java.util.List;
  * Cached inference for many sequences at once, over the same weights and ops as {@link Llama} (no second copy of
  * the math: the layer is the one in {@code Llama.Session}, with the row dimension spread over sequences).
  *
- * <p>The KV cache is a pool of {@code slots} fixed-size slots: per layer one keys buffer and one values buffer of
- * (slots, capacity, KV·D) floats, keys stored after rope. A sequence {@link #acquire()}s a slot, {@link #prefill}s its
- * prompt (chunked, one sequence at a time), then joins {@link #decode} steps: one new token for each of N sequences,
- * where every matmul runs over all N rows at once (weights are read once per step, which is what makes batching
- * pay on a memory-bound decode) and attention runs per row against that row's own slot. Releasing a slot makes it
- * available to the next sequence immediately; its rows are simply overwritten.
+ * <p><b>Paged KV cache</b> (vLLM's PagedAttention). Keys (after rope) and values live in one pool per layer of
+ * {@code pages} pages of {@code pageSize} tokens: (pages, pageSize, KV·D) floats each for K and V. A sequence owns a
+ * page table, the list of its pages in token order; token t sits in row t % pageSize of page table[t / pageSize].
+ * Appending tokens takes pages from a free list one page at a time as a sequence grows, and {@link #release} returns
+ * them all. So memory holds the tokens actually cached (rounded up to a page per sequence), not sequences × the
+ * longest context: with the same memory, many more short sequences fit than fixed slots would allow.
+ *
+ * <p>A sequence {@link #acquire}s an id, {@link #prefill}s its prompt (in chunks of at most {@code rows} tokens),
+ * then joins {@link #decode} steps: one new token for each of N sequences, where every matmul runs over all N rows
+ * at once (weights are read once per step, which is what makes batching pay on a memory-bound decode), and one
+ * {@link Op.PagedAttention} serves every row, each against its own page table and length.
+ *
+ * <p>An append that needs more pages than are free fails with {@link OutOfPagesException} before anything changes:
+ * no page is taken and no cache row written, so the caller can release or refuse sequences and carry on. Deciding
+ * who gets pages (admission, reservation, preemption) is the scheduler's business; this class only counts.
  *
  * <p>Not thread-safe: one scheduler thread drives it.
  */
 public final class BatchDecoder implements AutoCloseable {
+    /** Tokens per page unless the caller says otherwise: vLLM's default block size. */
+    public static final int DEFAULT_PAGE_SIZE = 16;
+
+    /** An append needs more free pages than the pool has; nothing was changed. */
+    public static final class OutOfPagesException extends IllegalStateException {
+        private final int needed, free;
+
+        OutOfPagesException(int needed, int free, String what) {
+            super("KV cache full: " + what + " needs " + needed + " more page" + (needed == 1 ? "" : "s") + ", " + free + " free");
+            this.needed = needed;
+            this.free = free;
+        }
+
+        public int needed() { return needed; }
+
+        public int free() { return free; }
+    }
+
     private final Llama model;
     private final LlamaConfig cfg;
     private final Backend be;
-    private final int slots, capacity, rows;
+    private final int maxSequences, pages, pageSize, maxLength, maxPages, rows;
     private final Buffer embed, norm, lmHead;
     private final Buffer[] n1, wq, wk, wv, wo, n2, wg, wu, wd;
-    private final Buffer[] kc, vc;                                   // L × (slots, capacity, KV)
+    private final Buffer[] kPool, vPool;                             // L × (pages, pageSize, KV·D)
+    private final Buffer pageTable, lengths;                         // (rows, maxPages) I32, (rows) I32
     private final Buffer ids, positions, x, ln, q, kNew, vNew, att, tmp, mid, gate, up, hid, logits;
     private final List<Buffer> owned = new ArrayList<>();
-    private final int[] length;
+    // Host-side bookkeeping, per sequence id: its pages in token order (table[s][0 … pageCount[s]-1], the rest −1).
+    private final int[][] table;
+    private final int[] pageCount, length;
     private final boolean[] used;
-    private final Deque<Integer> free = new ArrayDeque<>();
+    private final Deque<Integer> freeIds = new ArrayDeque<>();
+    private final int[] freePages;                                   // a stack: freePages[0 … freeTop-1]
+    private int freeTop;
 
     /**
-     * @param slots    sequences that can hold a cache at once
-     * @param capacity tokens per sequence (at most the model context)
-     * @param rows     most rows in one forward: the decode batch size and the prefill chunk
+     * A pool of {@code pages} pages; a sequence may grow to the model context or the whole pool, whichever is less.
+     *
+     * @see #BatchDecoder(Llama, int, int, int, int, int)
      */
-    public BatchDecoder(Llama model, int slots, int capacity, int rows) {
+    public BatchDecoder(Llama model, int maxSequences, int pages, int pageSize, int rows) {
+        this(model, maxSequences, pages, pageSize, (int) Math.min(model.config().context(), (long) pages * pageSize), rows);
+    }
+
+    /**
+     * @param maxSequences sequences that can hold a cache at once (ids 0 … maxSequences-1)
+     * @param pages        pages in the pool, shared by all sequences
+     * @param pageSize     tokens per page
+     * @param maxLength    most tokens one sequence may hold: at most the model context and the pool's tokens
+     * @param rows         most rows in one forward: the decode batch size and the prefill chunk
+     */
+    public BatchDecoder(Llama model, int maxSequences, int pages, int pageSize, int maxLength, int rows) {
         this.model = model;
         this.cfg = model.config();
         this.be = model.backend();
-        if (slots <= 0) throw new IllegalArgumentException("slots must be positive, got " + slots);
-        if (capacity <= 0 || capacity > cfg.context()) throw new IllegalArgumentException("capacity " + capacity + " must be in 1.." + cfg.context());
+        if (maxSequences <= 0) throw new IllegalArgumentException("maxSequences must be positive, got " + maxSequences);
+        if (pages <= 0 || pageSize <= 0) throw new IllegalArgumentException("pages and pageSize must be positive, got " + pages + ", " + pageSize);
+        if (maxLength <= 0 || maxLength > cfg.context()) throw new IllegalArgumentException("maxLength " + maxLength + " must be in 1.." + cfg.context());
+        if (maxLength > (long) pages * pageSize) {
+            throw new IllegalArgumentException("a pool of " + pages + " pages of " + pageSize + " tokens cannot hold one sequence of " + maxLength);
+        }
         if (rows <= 0) throw new IllegalArgumentException("rows must be positive, got " + rows);
-        this.slots = slots;
-        this.capacity = capacity;
+        this.maxSequences = maxSequences;
+        this.pages = pages;
+        this.pageSize = pageSize;
+        this.maxLength = maxLength;
+        this.maxPages = pagesFor(maxLength);
         this.rows = rows;
         int L = cfg.layers(), C = cfg.dim(), F = cfg.ffn(), KV = cfg.kvDim();
         embed = model.param("model.embed_tokens.weight");
@@ -60,7 +110,7 @@ public final class BatchDecoder implements AutoCloseable {
         lmHead = cfg.tied() ? embed : model.param("lm_head.weight");
         n1 = new Buffer[L]; wq = new Buffer[L]; wk = new Buffer[L]; wv = new Buffer[L]; wo = new Buffer[L];
         n2 = new Buffer[L]; wg = new Buffer[L]; wu = new Buffer[L]; wd = new Buffer[L];
-        kc = new Buffer[L]; vc = new Buffer[L];
+        kPool = new Buffer[L]; vPool = new Buffer[L];
         for (int l = 0; l < L; l++) {
             String p = "model.layers." + l + ".";
             n1[l] = model.param(p + "input_layernorm.weight");
@@ -72,9 +122,11 @@ public final class BatchDecoder implements AutoCloseable {
             wg[l] = model.param(p + "mlp.gate_proj.weight");
             wu[l] = model.param(p + "mlp.up_proj.weight");
             wd[l] = model.param(p + "mlp.down_proj.weight");
-            kc[l] = alloc(DType.F32, (long) slots * capacity * KV);
-            vc[l] = alloc(DType.F32, (long) slots * capacity * KV);
+            kPool[l] = alloc(DType.F32, (long) pages * pageSize * KV);
+            vPool[l] = alloc(DType.F32, (long) pages * pageSize * KV);
         }
+        pageTable = alloc(DType.I32, (long) rows * maxPages);
+        lengths = alloc(DType.I32, rows);
         ids = alloc(DType.I32, rows);
         positions = alloc(DType.I32, rows);
         x = alloc(DType.F32, (long) rows * C);
@@ -89,9 +141,15 @@ public final class BatchDecoder implements AutoCloseable {
         up = alloc(DType.F32, (long) rows * F);
         hid = alloc(DType.F32, (long) rows * F);
         logits = alloc(DType.F32, (long) rows * cfg.vocab());
-        length = new int[slots];
-        used = new boolean[slots];
-        for (int s = 0; s < slots; s++) free.add(s);
+        table = new int[maxSequences][maxPages];
+        for (int[] t : table) Arrays.fill(t, -1);
+        pageCount = new int[maxSequences];
+        length = new int[maxSequences];
+        used = new boolean[maxSequences];
+        for (int s = 0; s < maxSequences; s++) freeIds.add(s);
+        freePages = new int[pages];
+        for (int i = 0; i < pages; i++) freePages[i] = pages - 1 - i;    // page 0 on top: handed out first
+        freeTop = pages;
     }
 
     private Buffer alloc(DType t, long count) {
@@ -102,71 +160,107 @@ public final class BatchDecoder implements AutoCloseable {
 
     public LlamaConfig config() { return cfg; }
 
-    public int slots() { return slots; }
+    /** Sequences that can hold a cache at once. */
+    public int maxSequences() { return maxSequences; }
 
-    public int capacity() { return capacity; }
+    /** Sequence ids not in use. */
+    public int freeSequences() { return freeIds.size(); }
 
-    /** Most sequences in one {@link #decode} call. */
+    /** Most tokens one sequence can hold (prompt + completion). */
+    public int maxLength() { return maxLength; }
+
+    /** Most sequences in one {@link #decode} call, and the prefill chunk. */
     public int maxBatch() { return rows; }
 
-    public int freeSlots() { return free.size(); }
+    public int pageSize() { return pageSize; }
 
-    /** Tokens held by all slots together (for a KV-cache use gauge). */
+    /** Pages in the pool. */
+    public int pages() { return pages; }
+
+    public int freePages() { return freeTop; }
+
+    public int usedPages() { return pages - freeTop; }
+
+    /** Pages that hold {@code tokens} tokens of one sequence. */
+    public int pagesFor(long tokens) { return pagesFor(tokens, pageSize); }
+
+    /** Pages of {@code pageSize} tokens that hold {@code tokens} tokens (to size a pool from a token budget). */
+    public static int pagesFor(long tokens, int pageSize) { return Math.toIntExact((tokens + pageSize - 1) / pageSize); }
+
+    /** Tokens held by all sequences together (for a KV-cache gauge). */
     public long cachedTokens() {
         long n = 0;
-        for (int s = 0; s < slots; s++) if (used[s]) n += length[s];
+        for (int s = 0; s < maxSequences; s++) if (used[s]) n += length[s];
         return n;
     }
 
-    /** Bytes of the KV pool. */
-    public long cacheBytes() { return 2L * cfg.layers() * slots * capacity * cfg.kvDim() * 4; }
+    /** Bytes of the KV pool (keys and values, every layer). */
+    public long cacheBytes() { return 2L * cfg.layers() * pages * pageSize * cfg.kvDim() * Float.BYTES; }
 
-    /** A free slot, emptied, or -1 when all are in use. */
+    /** A free sequence id, with an empty cache, or -1 when all are in use. */
     public int acquire() {
-        Integer s = free.poll();
+        Integer s = freeIds.poll();
         if (s == null) return -1;
         used[s] = true;
         length[s] = 0;
         return s;
     }
 
-    public void release(int slot) {
-        check(slot);
-        used[slot] = false;
-        length[slot] = 0;
-        free.add(slot);
+    /** Ends a sequence: its pages go back to the free list and its id may be acquired again. */
+    public void release(int seq) {
+        check(seq);
+        for (int i = pageCount[seq] - 1; i >= 0; i--) {
+            freePages[freeTop++] = table[seq][i];
+            table[seq][i] = -1;
+        }
+        pageCount[seq] = 0;
+        used[seq] = false;
+        length[seq] = 0;
+        freeIds.add(seq);
     }
 
-    public int length(int slot) {
-        check(slot);
-        return length[slot];
+    /** Tokens in the sequence's cache. */
+    public int length(int seq) {
+        check(seq);
+        return length[seq];
     }
 
-    private void check(int slot) {
-        if (slot < 0 || slot >= slots || !used[slot]) throw new IllegalArgumentException("slot " + slot + " is not in use");
+    /** The sequence's pages, in token order (for tests and diagnostics). */
+    public int[] pageTable(int seq) {
+        check(seq);
+        return Arrays.copyOf(table[seq], pageCount[seq]);
+    }
+
+    private void check(int seq) {
+        if (seq < 0 || seq >= maxSequences || !used[seq]) throw new IllegalArgumentException("sequence " + seq + " is not in use");
     }
 
     /**
-     * Appends tokens to one slot's sequence. Returns the logits (V) after the last token, or with {@code allLogits}
-     * the logits after every appended token ((n, V) as n rows): row i predicts token i+1 (prompt scoring).
+     * Appends tokens to one sequence. Returns the logits (V) after the last token, or with {@code allLogits} the
+     * logits after every appended token ((n, V) as n rows): row i predicts token i+1 (prompt scoring).
+     *
+     * @throws OutOfPagesException if the tokens need more pages than are free (nothing is appended)
      */
-    public float[][] prefill(int slot, int[] tokens, boolean allLogits) {
-        check(slot);
+    public float[][] prefill(int seq, int[] tokens, boolean allLogits) {
+        check(seq);
         if (tokens.length == 0) throw new IllegalArgumentException("no tokens to prefill");
-        if (length[slot] + tokens.length > capacity) {
-            throw new IllegalArgumentException("sequence of " + (length[slot] + tokens.length) + " tokens exceeds the context of " + capacity);
+        if ((long) length[seq] + tokens.length > maxLength) {
+            throw new IllegalArgumentException("sequence of " + ((long) length[seq] + tokens.length) + " tokens exceeds the context of " + maxLength);
         }
         for (int t : tokens) checkToken(t);
+        int need = pagesFor(length[seq] + tokens.length) - pageCount[seq];
+        if (need > freeTop) throw new OutOfPagesException(need, freeTop, "sequence " + seq + " (" + tokens.length + " new tokens)");
+        grow(seq, length[seq] + tokens.length);
         float[][] out = new float[allLogits ? tokens.length : 1][];
         for (int start = 0; start < tokens.length; start += rows) {
             int m = Math.min(rows, tokens.length - start);
             int[] part = Arrays.copyOfRange(tokens, start, start + m);
-            int[] slotOf = new int[m], pos = new int[m];
-            Arrays.fill(slotOf, slot);
-            for (int i = 0; i < m; i++) pos[i] = length[slot] + i;
+            int[] seqOf = new int[m], pos = new int[m];
+            Arrays.fill(seqOf, seq);
+            for (int i = 0; i < m; i++) pos[i] = length[seq] + i;
             boolean last = start + m == tokens.length;
-            forward(part, pos, slotOf, true);
-            length[slot] += m;
+            forward(part, pos, seqOf);
+            length[seq] += m;
             if (allLogits) {
                 float[][] r = head(0, m);
                 System.arraycopy(r, 0, out, start, m);
@@ -178,25 +272,38 @@ public final class BatchDecoder implements AutoCloseable {
     }
 
     /**
-     * One decode step: appends tokens[i] to the sequence in slots[i] (distinct slots) and returns each row's logits
-     * (V) after it.
+     * One decode step: appends tokens[i] to sequence seqs[i] (distinct sequences) and returns each row's logits (V)
+     * after it.
+     *
+     * @throws OutOfPagesException if the sequences that start a new page together need more than are free (then no
+     *                             sequence is changed)
      */
-    public float[][] decode(int[] slotIds, int[] tokens) {
-        int n = slotIds.length;
-        if (n == 0 || n > rows || tokens.length != n) throw new IllegalArgumentException("decode takes 1.." + rows + " slots with one token each");
+    public float[][] decode(int[] seqs, int[] tokens) {
+        int n = seqs.length;
+        if (n == 0 || n > rows || tokens.length != n) throw new IllegalArgumentException("decode takes 1.." + rows + " sequences with one token each");
         int[] pos = new int[n];
-        boolean[] seen = new boolean[slots];
+        boolean[] seen = new boolean[maxSequences];
+        int need = 0;
         for (int i = 0; i < n; i++) {
-            check(slotIds[i]);
-            if (seen[slotIds[i]]) throw new IllegalArgumentException("slot " + slotIds[i] + " appears twice in one step");
-            seen[slotIds[i]] = true;
+            int s = seqs[i];
+            check(s);
+            if (seen[s]) throw new IllegalArgumentException("sequence " + s + " appears twice in one step");
+            seen[s] = true;
             checkToken(tokens[i]);
-            if (length[slotIds[i]] >= capacity) throw new IllegalArgumentException("slot " + slotIds[i] + " is full (" + capacity + " tokens)");
-            pos[i] = length[slotIds[i]];
+            if (length[s] >= maxLength) throw new IllegalArgumentException("sequence " + s + " is full (" + maxLength + " tokens)");
+            pos[i] = length[s];
+            need += pagesFor(length[s] + 1) - pageCount[s];
         }
-        forward(tokens, pos, slotIds, false);
-        for (int s : slotIds) length[s]++;
+        if (need > freeTop) throw new OutOfPagesException(need, freeTop, "a decode step of " + n + " sequences");
+        for (int s : seqs) grow(s, length[s] + 1);
+        forward(tokens, pos, seqs);
+        for (int s : seqs) length[s]++;
         return head(0, n);
+    }
+
+    /** Takes pages from the free list until the sequence has room for {@code tokens} (the caller checked there are). */
+    private void grow(int seq, int tokens) {
+        for (int need = pagesFor(tokens); pageCount[seq] < need; ) table[seq][pageCount[seq]++] = freePages[--freeTop];
     }
 
     private void checkToken(int id) {
@@ -204,14 +311,31 @@ public final class BatchDecoder implements AutoCloseable {
     }
 
     /**
-     * The decoder layers over m rows; row i is token tokens[i] at position pos[i] of the sequence in slot slotOf[i].
-     * In a prefill (one slot, consecutive positions) attention runs once over the chunk; in a decode once per row.
+     * The decoder layers over m rows; row i is token tokens[i] at position pos[i] of sequence seqOf[i], whose pages
+     * already cover that position. A prefill chunk is m rows of one sequence, a decode step one row per sequence:
+     * both write the new keys and values into their pages and run one paged attention over all rows.
      */
-    private void forward(int[] tokens, int[] pos, int[] slotOf, boolean prefill) {
+    private void forward(int[] tokens, int[] pos, int[] seqOf) {
         int m = tokens.length, C = cfg.dim(), F = cfg.ffn(), KV = cfg.kvDim(), H = cfg.heads(), D = cfg.headDim();
         Buffer idsM = ids.slice(0, m), posM = positions.slice(0, m);
+        Buffer tableM = pageTable.slice(0, (long) m * maxPages), lenM = lengths.slice(0, m);
+        int[] tab = new int[m * maxPages], len = new int[m];
+        for (int i = 0; i < m; i++) {
+            System.arraycopy(table[seqOf[i]], 0, tab, i * maxPages, maxPages);
+            len[i] = pos[i] + 1;                                                                // causal
+        }
         be.copyIn(idsM, MemorySegment.ofArray(tokens));
         be.copyIn(posM, MemorySegment.ofArray(pos));
+        be.copyIn(tableM, MemorySegment.ofArray(tab));
+        be.copyIn(lenM, MemorySegment.ofArray(len));
+        // Where the new K/V rows go: runs of consecutive rows that land in consecutive rows of one page, one copy each.
+        List<KvWrite> writes = new ArrayList<>();
+        for (int i = 0; i < m; ) {
+            int s = seqOf[i], p = pos[i], run = 1;
+            while (i + run < m && seqOf[i + run] == s && pos[i + run] == p + run && (p + run) % pageSize != 0) run++;
+            writes.add(new KvWrite(i, (long) table[s][p / pageSize] * pageSize + p % pageSize, run));
+            i += run;
+        }
         Buffer xm = x.slice(0, (long) m * C), lnm = ln.slice(0, (long) m * C), qm = q.slice(0, (long) m * C);
         Buffer km = kNew.slice(0, (long) m * KV), vm = vNew.slice(0, (long) m * KV);
         Buffer attm = att.slice(0, (long) m * C), tmpm = tmp.slice(0, (long) m * C), midm = mid.slice(0, (long) m * C);
@@ -224,24 +348,13 @@ public final class BatchDecoder implements AutoCloseable {
             linear(lnm, wv[l], vm, m, C, KV);
             be.run(new Op.Rope(qm, posM, m, H, D, cfg.ropeTheta(), false));
             be.run(new Op.Rope(km, posM, m, cfg.kvHeads(), D, cfg.ropeTheta(), false));
-            if (prefill) {
-                long base = (long) slotOf[0] * capacity * KV;
-                int p0 = pos[0], tk = p0 + m;
-                be.run(new Op.Copy(km, kc[l].slice(base + (long) p0 * KV, (long) m * KV)));
-                be.run(new Op.Copy(vm, vc[l].slice(base + (long) p0 * KV, (long) m * KV)));
-                be.run(new Op.Attention(qm, kc[l].slice(base, (long) tk * KV), vc[l].slice(base, (long) tk * KV), attm, null,
-                        1, m, tk, H, cfg.kvHeads(), D, p0, (long) tk * KV));
-            } else {
-                for (int i = 0; i < m; i++) {
-                    long base = (long) slotOf[i] * capacity * KV;
-                    int tk = pos[i] + 1;
-                    be.run(new Op.Copy(km.slice((long) i * KV, KV), kc[l].slice(base + (long) pos[i] * KV, KV)));
-                    be.run(new Op.Copy(vm.slice((long) i * KV, KV), vc[l].slice(base + (long) pos[i] * KV, KV)));
-                    be.run(new Op.Attention(qm.slice((long) i * C, C), kc[l].slice(base, (long) tk * KV),
-                            vc[l].slice(base, (long) tk * KV), attm.slice((long) i * C, C), null,
-                            1, 1, tk, H, cfg.kvHeads(), D, pos[i], (long) tk * KV));
-                }
+            for (KvWrite w : writes) {                                                           // into the pages
+                long src = (long) w.row() * KV, dst = w.poolRow() * KV, n = (long) w.count() * KV;
+                be.run(new Op.Copy(km.slice(src, n), kPool[l].slice(dst, n)));
+                be.run(new Op.Copy(vm.slice(src, n), vPool[l].slice(dst, n)));
             }
+            be.run(new Op.PagedAttention(qm, kPool[l], vPool[l], tableM, lenM, attm, m, H, cfg.kvHeads(), D,
+                    pageSize, maxPages));                                                        // (m,H·D)
             linear(attm, wo[l], tmpm, m, C, C);
             be.run(new Op.Add(xm, tmpm, midm, (long) m * C));
             be.run(new Op.RmsNorm(midm, n2[l], lnm, null, m, C, cfg.normEps()));
@@ -252,6 +365,9 @@ public final class BatchDecoder implements AutoCloseable {
             be.run(new Op.Add(midm, tmpm, xm, (long) m * C));
         }
     }
+
+    /** {@code count} new K/V rows from row {@code row} of this forward go to pool rows poolRow … (one page). */
+    private record KvWrite(int row, long poolRow, int count) {}
 
     /** Final norm and LM head over rows [first, first+n) of the last forward; returns n rows of V logits. */
     private float[][] head(int first, int n) {

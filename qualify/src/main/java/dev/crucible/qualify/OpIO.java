@@ -19,14 +19,14 @@ public final class OpIO {
     /** Every op family, by {@link Op#name()}, in the order of {@link Op}. */
     public static final List<String> ALL = List.of("Fill", "Copy", "Embedding", "EmbeddingBackward", "RmsNorm",
             "RmsNormBackward", "MatMul", "Rope", "Attention", "AttentionBackward", "SwiGlu", "SwiGluBackward", "Add",
-            "CrossEntropy", "SumSquares", "AdamW");
+            "CrossEntropy", "SumSquares", "AdamW", "PagedAttention");
 
     /**
      * Ops that inference uses (the cached forward pass of the model); all the others only training needs. A backend
      * that fails one of these cannot serve; one that fails only the rest can serve but not train.
      */
     public static final List<String> SERVING = List.of("Fill", "Copy", "Embedding", "RmsNorm", "MatMul", "Rope",
-            "Attention", "SwiGlu", "Add");
+            "Attention", "SwiGlu", "Add", "PagedAttention");
 
     public static boolean serving(String op) {
         return SERVING.contains(op);
@@ -57,6 +57,7 @@ public final class OpIO {
             case Op.CrossEntropy o -> List.of(o.logits(), o.targets());
             case Op.SumSquares o -> List.of(o.x());
             case Op.AdamW o -> List.of(o.param(), o.grad(), o.m(), o.v());
+            case Op.PagedAttention o -> List.of(o.q(), o.kPool(), o.vPool(), o.pageTable(), o.lengths());
         };
         return new ArrayList<>(in);
     }
@@ -80,6 +81,7 @@ public final class OpIO {
             case Op.CrossEntropy o -> o.dLogits() == null ? List.of("losses") : List.of("losses", "dLogits");
             case Op.SumSquares o -> List.of("out");
             case Op.AdamW o -> List.of("param", "m", "v");
+            case Op.PagedAttention o -> List.of("out");
         };
     }
 
@@ -115,6 +117,9 @@ public final class OpIO {
             case Op.SumSquares o -> new Op.SumSquares(m.apply(o.x()), m.apply(o.out()));
             case Op.AdamW o -> new Op.AdamW(m.apply(o.param()), m.apply(o.grad()), m.apply(o.m()), m.apply(o.v()),
                     o.lr(), o.beta1(), o.beta2(), o.eps(), o.weightDecay(), o.step(), o.gradScale());
+            case Op.PagedAttention o -> new Op.PagedAttention(m.apply(o.q()), m.apply(o.kPool()), m.apply(o.vPool()),
+                    m.apply(o.pageTable()), m.apply(o.lengths()), m.apply(o.out()), o.rows(), o.heads(), o.kvHeads(),
+                    o.headDim(), o.pageSize(), o.maxPages());
         };
     }
 }

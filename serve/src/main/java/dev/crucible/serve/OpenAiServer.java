@@ -45,7 +45,7 @@ import java.util.concurrent.TimeUnit;
  * </pre>
  * Contract: a client's mistake is a 4xx with {@code {"error": {"message","type","param","code"}}}; overload is a 429
  * with Retry-After (too many requests in flight, or the engine's queue full); a client that goes away while
- * streaming has its sequences cancelled, freeing their KV slots at the next decode step.
+ * streaming has its sequences cancelled: they leave the batch at the next decode step and their KV pages are freed.
  */
 public final class OpenAiServer implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();

@@ -27,9 +27,9 @@ final class ServerMetrics {
         metric(sb, "crucible_requests_rejected_total", "counter", "Requests answered 429 (busy or queue full).", rejected.sum());
         metric(sb, "crucible_client_disconnects_total", "counter", "Streams whose client went away.", disconnects.sum());
         metric(sb, "crucible_requests_in_flight", "gauge", "Generation requests being handled.", inFlight);
-        metric(sb, "crucible_queue_depth", "gauge", "Sequences waiting for a KV-cache slot.", st.waiting());
+        metric(sb, "crucible_queue_depth", "gauge", "Sequences waiting for admission (a free sequence and KV pages).", st.waiting());
         metric(sb, "crucible_active_sequences", "gauge", "Sequences in prefill or decode.", st.active());
-        metric(sb, "crucible_sequences_admitted_total", "counter", "Sequences that got a KV-cache slot.", st.admitted.sum());
+        metric(sb, "crucible_sequences_admitted_total", "counter", "Sequences admitted (their KV pages reserved).", st.admitted.sum());
         metric(sb, "crucible_sequences_finished_total", "counter", "Sequences that ended (stop, length, error).", st.finished.sum());
         metric(sb, "crucible_sequences_cancelled_total", "counter", "Sequences cancelled (client gone).", st.cancelled.sum());
         metric(sb, "crucible_prompt_tokens_total", "counter", "Prompt tokens prefilled.", st.promptTokens.sum());
@@ -39,7 +39,11 @@ final class ServerMetrics {
         metric(sb, "crucible_prefill_seconds_total", "counter", "Time in prefill.", st.prefillNanos.sum() / 1e9);
         metric(sb, "crucible_decode_tokens_per_second", "gauge", "Generated tokens per second over recent decode steps.", st.recentTokensPerSecond());
         metric(sb, "crucible_kv_cache_tokens", "gauge", "Tokens held in the KV cache.", st.cachedTokens());
-        metric(sb, "crucible_kv_cache_usage_ratio", "gauge", "KV-cache tokens held over pool capacity.", engine.cacheUse());
+        metric(sb, "crucible_kv_cache_usage_ratio", "gauge", "KV-cache pages holding tokens over pages in the pool.", engine.cacheUse());
+        metric(sb, "crucible_kv_cache_pages_total", "gauge", "Pages in the KV-cache pool (crucible_kv_cache_page_size tokens each).", engine.pages());
+        metric(sb, "crucible_kv_cache_pages_used", "gauge", "KV-cache pages holding tokens.", st.pagesUsed());
+        metric(sb, "crucible_kv_cache_pages_reserved", "gauge", "KV-cache pages promised to admitted sequences (prompt + max_tokens).", st.pagesReserved());
+        metric(sb, "crucible_kv_cache_page_size", "gauge", "Tokens per KV-cache page.", engine.pageSize());
         head(sb, "crucible_time_to_first_token_seconds", "histogram", "From submission to the first sampled token.");
         long cum = 0;
         for (int i = 0; i < BatchEngine.Stats.TTFT_BUCKETS.length; i++) {

@@ -261,6 +261,9 @@ class OpenAiServerTest {
             while (metric(s.base, "crucible_active_sequences") > 0 && System.nanoTime() < deadline) Thread.sleep(20);
             assertEquals(0, metric(s.base, "crucible_active_sequences"));
             assertEquals(0, metric(s.base, "crucible_kv_cache_tokens"));
+            assertEquals(0, metric(s.base, "crucible_kv_cache_pages_used"));
+            assertEquals(0, metric(s.base, "crucible_kv_cache_pages_reserved"));
+            assertEquals(2 * 256 / 16, metric(s.base, "crucible_kv_cache_pages_total"));
             assertTrue(metric(s.base, "crucible_generated_tokens_total") < 200);
             assertEquals(200, post(s.base, "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":2}", null).status());
         }
@@ -295,7 +298,8 @@ class OpenAiServerTest {
         String text = get(ts.base, "/metrics", null).body();
         for (String name : List.of("crucible_requests_total{endpoint=\"completions\",code=\"200\"}", "crucible_queue_depth",
                 "crucible_decode_tokens_per_second", "crucible_time_to_first_token_seconds_bucket{le=\"+Inf\"}",
-                "crucible_kv_cache_usage_ratio", "crucible_generated_tokens_total")) {
+                "crucible_kv_cache_usage_ratio", "crucible_generated_tokens_total", "crucible_kv_cache_pages_total",
+                "crucible_kv_cache_pages_used", "crucible_kv_cache_pages_reserved", "crucible_kv_cache_page_size")) {
             assertTrue(text.contains(name), name + " missing from\n" + text);
         }
         assertTrue(metric(ts.base, "crucible_time_to_first_token_seconds_count") >= 1);

@@ -29,7 +29,7 @@ final class TestServer implements AutoCloseable {
         model = new Llama(new LlamaConfig(257, 64, 2, 4, 2, 128, context, 10000f, 1e-5f, true), be);
         model.initRandom(11, 0.5);
         Tokenizer tok = Tokenizer.byteLevel(List.of("<|endoftext|>"));
-        decoder = new BatchDecoder(model, slots, context, 16);
+        decoder = new BatchDecoder(model, slots, BatchDecoder.pagesFor((long) slots * context, 16), 16, 16); // the memory of slots × context
         engine = new BatchEngine(decoder, tok, tok.specialId("<|endoftext|>").getAsInt(), new BatchEngine.Config(maxQueue));
         server = new OpenAiServer(engine, tok, cfg.withPort(0));
         base = "http://127.0.0.1:" + server.port();

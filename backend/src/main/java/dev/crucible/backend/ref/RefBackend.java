@@ -6,6 +6,7 @@ import dev.crucible.backend.HostBackend;
 import dev.crucible.backend.HostBuffer;
 import dev.crucible.backend.Op;
 import dev.crucible.backend.UnsupportedOpException;
+import dev.crucible.tensor.Blocks;
 import dev.crucible.tensor.DType;
 
 /**
@@ -28,7 +29,6 @@ public final class RefBackend extends HostBackend {
     @Override
     public boolean supports(Op op) {
         return switch (op) {
-            case Op.MatMul mm -> mm.b().type() == DType.F32;
             case Op.Fill f -> f.out().type() == DType.F32 || f.out().type() == DType.I32;
             default -> true;
         };
@@ -54,6 +54,7 @@ public final class RefBackend extends HostBackend {
             case Op.CrossEntropy o -> crossEntropy(o);
             case Op.SumSquares o -> sumSquares(o);
             case Op.AdamW o -> adamw(o);
+            case Op.PagedAttention o -> pagedAttention(o);
         }
     }
 
@@ -70,10 +71,12 @@ public final class RefBackend extends HostBackend {
     private static void embedding(Op.Embedding o) {
         HostBuffer ids = h(o.ids()), table = h(o.table()), out = h(o.out());
         long vocab = table.elements() / o.dim();
+        float[] row = new float[o.dim()];
         for (int n = 0; n < o.n(); n++) {
             int id = ids.getInt(n);
             if (id < 0 || id >= vocab) throw new IndexOutOfBoundsException("token id " + id + " outside vocab " + vocab);
-            for (int c = 0; c < o.dim(); c++) out.setFloat((long) n * o.dim() + c, table.getFloat((long) id * o.dim() + c));
+            Blocks.decode(table.type(), table.segment(), table.type().bytes((long) id * o.dim()), o.dim(), row, 0);
+            for (int c = 0; c < o.dim(); c++) out.setFloat((long) n * o.dim() + c, row[c]);
         }
     }
 
@@ -127,12 +130,15 @@ public final class RefBackend extends HostBackend {
     private static void matmul(Op.MatMul o) {
         HostBuffer a = h(o.a()), b = h(o.b()), c = h(o.c());
         int m = o.m(), n = o.n(), k = o.k();
-        for (int i = 0; i < m; i++) {
-            for (int j = 0; j < n; j++) {
+        boolean decoded = b.type() != DType.F32; // a weight matrix (N,K) in a storage type: decode one row at a time
+        float[] bRow = new float[decoded ? k : 0];
+        for (int j = 0; j < n; j++) {
+            if (decoded) Blocks.decode(b.type(), b.segment(), b.type().bytes((long) j * k), k, bRow, 0);
+            for (int i = 0; i < m; i++) {
                 double s = 0;
                 for (int p = 0; p < k; p++) {
                     float av = o.transA() ? a.getFloat((long) p * m + i) : a.getFloat((long) i * k + p);
-                    float bv = o.transB() ? b.getFloat((long) j * k + p) : b.getFloat((long) p * n + j);
+                    float bv = decoded ? bRow[p] : o.transB() ? b.getFloat((long) j * k + p) : b.getFloat((long) p * n + j);
                     s += (double) av * bv;
                 }
                 long ci = (long) i * n + j;
@@ -196,6 +202,46 @@ public final class RefBackend extends HostBackend {
                         out.setFloat(qb + c, (float) acc);
                     }
                     if (o.lse() != null) h(o.lse()).setFloat(((long) b * hq + hh) * o.tq() + i, (float) (max + Math.log(sum)));
+                }
+            }
+        }
+    }
+
+    private static void pagedAttention(Op.PagedAttention o) {
+        HostBuffer q = h(o.q()), kp = h(o.kPool()), vp = h(o.vPool()), table = h(o.pageTable()), out = h(o.out());
+        HostBuffer lengths = h(o.lengths());
+        int hq = o.heads(), hkv = o.kvHeads(), d = o.headDim(), group = hq / hkv, ps = o.pageSize();
+        double scale = 1.0 / Math.sqrt(d);
+        for (int r = 0; r < o.rows(); r++) {
+            int len = lengths.getInt(r);
+            if (len < 1 || len > (long) o.maxPages() * ps) {
+                throw new IndexOutOfBoundsException("PagedAttention: row " + r + " sees " + len + " keys; a page-table row holds 1.." + (long) o.maxPages() * ps);
+            }
+            long[] key = new long[len]; // element offset of token t's KV row in the pools
+            for (int t = 0; t < len; t++) {
+                int page = table.getInt((long) r * o.maxPages() + t / ps);
+                if (page < 0 || page >= o.pages()) {
+                    throw new IndexOutOfBoundsException("PagedAttention: row " + r + " names page " + page + " of a pool of " + o.pages());
+                }
+                key[t] = ((long) page * ps + t % ps) * hkv * d;
+            }
+            double[] s = new double[len];
+            for (int hh = 0; hh < hq; hh++) {
+                int kh = hh / group;
+                long qb = ((long) r * hq + hh) * d;
+                double max = Double.NEGATIVE_INFINITY;
+                for (int t = 0; t < len; t++) {
+                    double dot = 0;
+                    for (int c = 0; c < d; c++) dot += (double) q.getFloat(qb + c) * kp.getFloat(key[t] + (long) kh * d + c);
+                    s[t] = dot * scale;
+                    max = Math.max(max, s[t]);
+                }
+                double sum = 0;
+                for (int t = 0; t < len; t++) sum += Math.exp(s[t] - max);
+                for (int c = 0; c < d; c++) {
+                    double acc = 0;
+                    for (int t = 0; t < len; t++) acc += Math.exp(s[t] - max) / sum * vp.getFloat(key[t] + (long) kh * d + c);
+                    out.setFloat(qb + c, (float) acc);
                 }
             }
         }

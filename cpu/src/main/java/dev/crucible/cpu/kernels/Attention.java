@@ -103,9 +103,10 @@ public final class Attention {
 
     /**
      * s[j] = scale · (row · kt[·][j]) for j < limit, −∞ beyond; returns the max. Four independent accumulators (one
-     * per key vector) keep the FMA pipes busy; all BK lanes are computed (kt is zero-padded).
+     * per key vector) keep the FMA pipes busy; all BK lanes are computed (kt is zero-padded). Shared with
+     * {@link PagedAttention}, as is {@link #accumulatePV}, so paged and contiguous caches give the same bits.
      */
-    private static float scores(float[] row, int ro, float[] kt, int d, int nv, int limit, float scale, float[] s) {
+    static float scores(float[] row, int ro, float[] kt, int d, int nv, int limit, float scale, float[] s) {
         FloatVector s0 = FloatVector.zero(S), s1 = s0, s2 = s0, s3 = s0;
         for (int c = 0; c < d; c++) {
             FloatVector qc = FloatVector.broadcast(S, row[ro + c]);
@@ -128,7 +129,7 @@ public final class Attention {
     }
 
     /** o[row] = o[row] · corr + Σ_{j<limit} p[j] · vb[j]. */
-    private static void accumulatePV(float[] o, int oo, int dp, float corr, float[] p, float[] vb, int limit) {
+    static void accumulatePV(float[] o, int oo, int dp, float corr, float[] p, float[] vb, int limit) {
         for (int cv = 0; cv < dp; cv += VL) {
             FloatVector a0 = FloatVector.fromArray(S, o, oo + cv).mul(corr);
             FloatVector a1 = FloatVector.zero(S), a2 = a1, a3 = a1;

@@ -1,0 +1,144 @@
+package dev.crucible.cpu.kernels;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+
+import static dev.crucible.cpu.kernels.Attention.BK;
+import static dev.crucible.cpu.kernels.Attention.BQ;
+import static dev.crucible.cpu.kernels.Attention.F;
+import static dev.crucible.cpu.kernels.Attention.VL;
+
+/**
+ * Causal attention of query rows against a paged KV cache ({@code Op.PagedAttention}): each row has its own
+ * page-table row and its own number of visible keys, so one call serves a decode step over many sequences of
+ * different lengths, or a prefill chunk of one sequence.
+ *
+ * <p>Rows are grouped into blocks of at most {@link Attention#BQ} consecutive rows whose page-table rows are equal
+ * (a prefill chunk: one block per 32 queries; a decode step: one block per sequence). One task per (block, KV
+ * head): keys are gathered from the pages in blocks of {@link Attention#BK} (K transposed, V as rows, exactly as
+ * {@link Attention#forward} loads a contiguous cache) once for every query head of the GQA group and every row of
+ * the block, with an online softmax per (row, head), so no more than one block of scores is ever held. The
+ * blocking depends only on the page tables and lengths, never on the thread count, and every output row has one
+ * owner: bit-identical for any number of threads.
+ *
+ * <p>Each (row, head) runs the same arithmetic, in the same order, as {@link Attention#forward} does for a query
+ * at position {@code length − 1} of a contiguous cache (same key blocks from 0, same score, exp and P·V code), so a
+ * paged cache gives the same bits as a contiguous one holding the same keys, whichever rows share a block.
+ */
+public final class PagedAttention {
+    private PagedAttention() {}
+
+    private static final ValueLayout.OfInt I = ValueLayout.JAVA_INT_UNALIGNED;
+
+    /**
+     * q, out (rows,H,D); kPool, vPool (pages,S,KV,D); pageTable (rows,maxPages) I32; lengths (rows) I32.
+     *
+     * @throws IndexOutOfBoundsException if a length is outside 1 … maxPages·S or a page id it needs outside the pool
+     */
+    public static void forward(Parallel par, MemorySegment q, MemorySegment kPool, MemorySegment vPool,
+                               MemorySegment pageTable, MemorySegment lengths, MemorySegment out, int rows, int heads,
+                               int kvHeads, int d, int pageSize, int maxPages, int pages) {
+        int[] len = new int[rows], table = new int[rows * maxPages];
+        MemorySegment.copy(lengths, I, 0, len, 0, rows);
+        MemorySegment.copy(pageTable, I, 0, table, 0, rows * maxPages);
+        validate(len, table, rows, pageSize, maxPages, pages);
+        // Blocks of consecutive rows with the same page-table row: start[b] … start[b+1]-1.
+        int[] start = new int[rows + 1];
+        int blocks = 0;
+        for (int r = 0; r < rows; r++) {
+            int first = blocks == 0 ? -1 : start[blocks - 1];
+            if (first < 0 || r - first >= BQ || !Arrays.equals(table, r * maxPages, (r + 1) * maxPages,
+                    table, first * maxPages, (first + 1) * maxPages)) {
+                start[blocks++] = r;
+            }
+        }
+        start[blocks] = rows;
+        int group = heads / kvHeads, dp = Attention.padded(d);
+        float scale = (float) (1.0 / Math.sqrt(d));
+        par.forEach(blocks * kvHeads, task -> {
+            int blk = task / kvHeads, kh = task % kvHeads;
+            block(q, kPool, vPool, out, table, len, start[blk], start[blk + 1] - start[blk], heads, kvHeads, kh, group,
+                    d, dp, pageSize, maxPages, scale);
+        });
+    }
+
+    private static void validate(int[] len, int[] table, int rows, int pageSize, int maxPages, int pages) {
+        long most = (long) maxPages * pageSize;
+        for (int r = 0; r < rows; r++) {
+            if (len[r] < 1 || len[r] > most) {
+                throw new IndexOutOfBoundsException("PagedAttention: row " + r + " sees " + len[r] + " keys; a page-table row holds 1.." + most);
+            }
+            for (int i = 0, need = (len[r] + pageSize - 1) / pageSize; i < need; i++) {
+                int page = table[r * maxPages + i];
+                if (page < 0 || page >= pages) {
+                    throw new IndexOutOfBoundsException("PagedAttention: row " + r + " names page " + page + " of a pool of " + pages);
+                }
+            }
+        }
+    }
+
+    /** Rows r0 … r0+n-1 (one page-table row), every query head of KV head kh. */
+    private static void block(MemorySegment q, MemorySegment kPool, MemorySegment vPool, MemorySegment out,
+                              int[] table, int[] len, int r0, int n, int heads, int kvHeads, int kh, int group, int d,
+                              int dp, int pageSize, int maxPages, float scale) {
+        int nq = n * group; // query vectors: (row, group head) → index r·group + g
+        float[] qs = new float[nq * dp], o = new float[nq * dp], m = new float[nq], l = new float[nq];
+        float[] kt = new float[d * BK], vb = new float[BK * dp], p = new float[BK], tmp = new float[d];
+        Arrays.fill(m, Float.NEGATIVE_INFINITY);
+        int keys = 0;
+        for (int r = 0; r < n; r++) {
+            keys = Math.max(keys, len[r0 + r]);
+            for (int g = 0; g < group; g++) {
+                MemorySegment.copy(q, F, (((long) (r0 + r) * heads + kh * group + g) * d) * 4, qs, (r * group + g) * dp, d);
+            }
+        }
+        int tableRow = r0 * maxPages;
+        for (int j0 = 0; j0 < keys; j0 += BK) {
+            int bk = Math.min(BK, keys - j0);
+            loadKeys(kPool, vPool, table, tableRow, pageSize, kvHeads, kh, d, dp, j0, bk, kt, vb, tmp);
+            for (int r = 0; r < n; r++) {
+                int limit = Math.min(bk, len[r0 + r] - j0);
+                if (limit <= 0) continue;
+                int nv = (limit + VL - 1) / VL;
+                for (int g = 0; g < group; g++) {
+                    int qi = r * group + g;
+                    float bmax = Attention.scores(qs, qi * dp, kt, d, nv, limit, scale, p);
+                    float mOld = m[qi], mNew = Math.max(mOld, bmax);
+                    float corr = mOld == Float.NEGATIVE_INFINITY ? 0f : VMath.exp(mOld - mNew);
+                    float blockSum = VMath.exp(p, 0, p, 0, nv * VL, 1f, mNew); // masked lanes: e^−∞ = 0
+                    m[qi] = mNew;
+                    l[qi] = l[qi] * corr + blockSum;
+                    Attention.accumulatePV(o, qi * dp, dp, corr, p, vb, limit);
+                }
+            }
+        }
+        for (int r = 0; r < n; r++) {
+            for (int g = 0; g < group; g++) {
+                int qi = r * group + g;
+                float inv = 1f / l[qi];
+                for (int c = 0; c < d; c++) tmp[c] = o[qi * dp + c] * inv;
+                MemorySegment.copy(tmp, 0, out, F, (((long) (r0 + r) * heads + kh * group + g) * d) * 4, d);
+            }
+        }
+    }
+
+    /** kt[c][j] = K[j0+j][c] and vb[j][c] = V[j0+j][c] for j < bk, key t read from its page; the rest zero. */
+    private static void loadKeys(MemorySegment kPool, MemorySegment vPool, int[] table, int tableRow, int pageSize,
+                                 int kvHeads, int kh, int d, int dp, int j0, int bk, float[] kt, float[] vb,
+                                 float[] tmp) {
+        for (int j = 0; j < BK; j++) {
+            if (j < bk) {
+                int t = j0 + j;
+                long row = (long) table[tableRow + t / pageSize] * pageSize + t % pageSize;
+                long off = ((row * kvHeads + kh) * d) * 4;
+                MemorySegment.copy(kPool, F, off, tmp, 0, d);
+                for (int c = 0; c < d; c++) kt[c * BK + j] = tmp[c];
+                MemorySegment.copy(vPool, F, off, vb, j * dp, d);
+            } else {
+                for (int c = 0; c < d; c++) kt[c * BK + j] = 0f;
+                Arrays.fill(vb, j * dp, j * dp + d, 0f);
+            }
+        }
+    }
+}

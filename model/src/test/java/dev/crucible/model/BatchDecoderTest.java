@@ -1,0 +1,228 @@
+package dev.crucible.model;
+
+import dev.crucible.backend.Backend;
+import dev.crucible.backend.Backends;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Set;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/** The paged KV cache: batched decode against single-sequence sessions, page accounting, and capacity. */
+class BatchDecoderTest {
+    static Backend be;
+    static Llama model;
+
+    @BeforeAll
+    static void setUp() {
+        be = Backends.create("cpu", 2);
+        model = new Llama(new LlamaConfig(257, 64, 2, 4, 2, 128, 128, 10000f, 1e-5f, true), be);
+        model.initRandom(7, 0.5);
+    }
+
+    @AfterAll
+    static void tearDown() {
+        model.close();
+        be.close();
+    }
+
+    /** Same logits within 1e-5 of the row's largest magnitude. */
+    static void close(float[] want, float[] got, String what) {
+        assertEquals(want.length, got.length);
+        double scale = 0, err = 0;
+        for (int i = 0; i < want.length; i++) {
+            scale = Math.max(scale, Math.abs(want[i]));
+            err = Math.max(err, Math.abs((double) want[i] - got[i]));
+        }
+        assertTrue(err <= 1e-5 * scale, what + ": max error " + err + " over logits up to " + scale);
+    }
+
+    static int argmax(float[] x) {
+        int best = 0;
+        for (int i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+        return best;
+    }
+
+    static int[] tokens(int n, int seed) {
+        int[] t = new int[n];
+        for (int i = 0; i < n; i++) t[i] = (seed * 31 + i * 17) % 256;
+        return t;
+    }
+
+    static boolean contiguous(int[] pages) {
+        for (int i = 1; i < pages.length; i++) if (pages[i] != pages[i - 1] + 1) return false;
+        return true;
+    }
+
+    @Test
+    void pagedDecodeMatchesSessionsAcrossPageBoundaries() {
+        for (int pageSize : new int[] {4, 16}) {
+            int[] promptLengths = {3, 4, 5, 9, 15, 17};
+            int n = promptLengths.length;
+            try (BatchDecoder dec = new BatchDecoder(model, 8, 64, pageSize, 64, 5)) {
+                int[] seqs = new int[n], next = new int[n];
+                List<Llama.Session> sessions = new ArrayList<>();
+                for (int i = 0; i < n; i++) {
+                    seqs[i] = dec.acquire();
+                    int[] prompt = tokens(promptLengths[i], i);
+                    float[] got = dec.prefill(seqs[i], prompt, false)[0];             // chunks of at most 5 rows
+                    Llama.Session s = model.session(64, 7);
+                    sessions.add(s);
+                    close(s.append(prompt), got, "prefill " + i + " page size " + pageSize);
+                    next[i] = argmax(got);
+                }
+                // Every step a different subset decodes, so the sequences' lengths drift apart and each crosses page
+                // boundaries at its own step; their pages interleave in the pool.
+                for (int step = 0; step < 14; step++) {
+                    List<Integer> rows = new ArrayList<>();
+                    for (int i = 0; i < n; i++) if ((step + i) % 4 != 0) rows.add(i);
+                    int[] ids = rows.stream().mapToInt(i -> seqs[i]).toArray();
+                    int[] toks = rows.stream().mapToInt(i -> next[i]).toArray();
+                    float[][] got = dec.decode(ids, toks);
+                    for (int r = 0; r < rows.size(); r++) {
+                        int i = rows.get(r);
+                        close(sessions.get(i).append(new int[] {next[i]}), got[r], "step " + step + " seq " + i + " page size " + pageSize);
+                        next[i] = argmax(got[r]);
+                    }
+                }
+                boolean scattered = false;
+                for (int i = 0; i < n; i++) {
+                    int len = dec.length(seqs[i]);
+                    assertEquals(sessions.get(i).length(), len);
+                    assertEquals(dec.pagesFor(len), dec.pageTable(seqs[i]).length);
+                    scattered |= !contiguous(dec.pageTable(seqs[i]));
+                }
+                assertTrue(scattered, "decode steps should interleave the sequences' pages");
+                long cached = 0;
+                for (int s : seqs) cached += dec.length(s);
+                assertEquals(cached, dec.cachedTokens());
+                // Prompt scoring: row i predicts token i+1, as the session does one token at a time.
+                int scored = dec.acquire();
+                int[] prompt = tokens(11, 9);
+                float[][] all = dec.prefill(scored, prompt, true);
+                try (Llama.Session s = model.session(64, 1)) {
+                    for (int i = 0; i < prompt.length; i++) close(s.append(new int[] {prompt[i]}), all[i], "scoring " + i);
+                }
+                sessions.forEach(Llama.Session::close);
+            }
+        }
+    }
+
+    @Test
+    void pagesAreReturnedAndReusedAndAFullPoolFailsCleanly() {
+        // 6 pages of 4 tokens; sequences of up to 16 tokens.
+        try (BatchDecoder dec = new BatchDecoder(model, 4, 6, 4, 16, 8);
+             Llama.Session sa = model.session(16, 8); Llama.Session sb = model.session(16, 8)) {
+            assertEquals(6, dec.freePages());
+            int a = dec.acquire(), b = dec.acquire();
+            int[] pa = tokens(9, 1), pb = tokens(8, 2);
+            close(sa.append(pa), dec.prefill(a, pa, false)[0], "a");                      // 3 pages
+            close(sb.append(pb), dec.prefill(b, pb, false)[0], "b");                      // 2 pages
+            assertEquals(1, dec.freePages());
+            assertEquals(5, dec.usedPages());
+            // a (9 → 10) fits its third page; b (8 → 9) takes the last free page.
+            float[][] got = dec.decode(new int[] {a, b}, new int[] {5, 6});
+            close(sa.append(new int[] {5}), got[0], "a 10");
+            close(sb.append(new int[] {6}), got[1], "b 9");
+            assertEquals(0, dec.freePages());
+            got = dec.decode(new int[] {a, b}, new int[] {7, 8});                         // a 11, b 10: no new page
+            close(sa.append(new int[] {7}), got[0], "a 11");
+            close(sb.append(new int[] {8}), got[1], "b 10");
+            got = dec.decode(new int[] {b, a}, new int[] {9, 10});                        // b 11, a 12: no new page
+            close(sb.append(new int[] {9}), got[0], "b 11");
+            close(sa.append(new int[] {10}), got[1], "a 12");
+
+            // A new sequence needs a page: none free. Nothing changes.
+            int c = dec.acquire();
+            int[] aPages = dec.pageTable(a), bPages = dec.pageTable(b);
+            BatchDecoder.OutOfPagesException full = assertThrows(BatchDecoder.OutOfPagesException.class,
+                    () -> dec.prefill(c, tokens(5, 3), false));
+            assertEquals(2, full.needed());
+            assertEquals(0, full.free());
+            assertTrue(full.getMessage().contains("KV cache full"), full.getMessage());
+            assertEquals(0, dec.length(c));
+            assertEquals(0, dec.pageTable(c).length);
+            // a (12 → 13) needs a fourth page: the whole step is refused, b included, before anything is written.
+            assertThrows(BatchDecoder.OutOfPagesException.class, () -> dec.decode(new int[] {b, a}, new int[] {11, 12}));
+            assertEquals(12, dec.length(a));
+            assertEquals(11, dec.length(b));
+            assertArrayEquals(aPages, dec.pageTable(a));
+            assertArrayEquals(bPages, dec.pageTable(b));
+            assertEquals(0, dec.freePages());
+            // b carries on alone, uncorrupted.
+            close(sb.append(new int[] {11}), dec.decode(new int[] {b}, new int[] {11})[0], "b 12 after the refusal");
+
+            // Releasing a returns its three pages; c reuses them, and their stale rows do not leak into c.
+            dec.release(a);
+            assertEquals(3, dec.freePages());
+            assertThrows(IllegalArgumentException.class, () -> dec.length(a));
+            int[] pc = tokens(7, 4);
+            try (Llama.Session sc = model.session(16, 8)) {
+                close(sc.append(pc), dec.prefill(c, pc, false)[0], "c on a's pages");
+                Set<Integer> old = new HashSet<>();
+                for (int p : aPages) old.add(p);
+                for (int p : dec.pageTable(c)) assertTrue(old.contains(p), "page " + p + " was not a's");
+                assertEquals(1, dec.freePages());
+                got = dec.decode(new int[] {c, b}, new int[] {12, 13});
+                close(sc.append(new int[] {12}), got[0], "c 8");
+                close(sb.append(new int[] {13}), got[1], "b 13 (takes the last page)");
+            }
+            assertEquals(0, dec.freePages());
+            dec.release(b);
+            dec.release(c);
+            assertEquals(6, dec.freePages());
+            assertEquals(0, dec.cachedTokens());
+            // Sequence ids run out independently of pages.
+            for (int i = 0; i < 4; i++) assertTrue(dec.acquire() >= 0);
+            assertEquals(-1, dec.acquire());
+            // A sequence may not grow past its maximum length, whatever the pool holds.
+            assertThrows(IllegalArgumentException.class, () -> dec.prefill(0, tokens(17, 5), false));
+            assertThrows(IllegalArgumentException.class, () -> new BatchDecoder(model, 4, 3, 4, 16, 8)); // 12 < 16
+        }
+    }
+
+    @Test
+    void manyMoreShortSequencesFitThanSlotsOfTheSameMemory() {
+        int context = 128, slots = 2, pageSize = 16;
+        int pages = slots * context / pageSize;                                           // the memory of 2 slots
+        int sequences = 16, prompt = 6, steps = 4;                                        // 10 tokens: one page each
+        try (BatchDecoder dec = new BatchDecoder(model, 24, pages, pageSize, context, sequences)) {
+            long slotBytes = 2L * model.config().layers() * slots * context * model.config().kvDim() * Float.BYTES;
+            assertEquals(slotBytes, dec.cacheBytes());
+            int[] seqs = new int[sequences], next = new int[sequences];
+            List<Llama.Session> sessions = new ArrayList<>();
+            for (int i = 0; i < sequences; i++) {
+                seqs[i] = dec.acquire();
+                int[] p = tokens(prompt, 20 + i);
+                float[] got = dec.prefill(seqs[i], p, false)[0];
+                Llama.Session s = model.session(prompt + steps, 8);
+                sessions.add(s);
+                close(s.append(p), got, "prefill " + i);
+                next[i] = argmax(got);
+            }
+            for (int step = 0; step < steps; step++) {
+                float[][] got = dec.decode(seqs, next);                                   // all 16 in one batch
+                for (int i = 0; i < sequences; i++) {
+                    close(sessions.get(i).append(new int[] {next[i]}), got[i], "step " + step + " seq " + i);
+                    next[i] = argmax(got[i]);
+                }
+            }
+            assertEquals(sequences, dec.usedPages());
+            assertEquals((long) sequences * (prompt + steps), dec.cachedTokens());
+            // 16 sequences where slots of the whole context held 2; the pool is now full, so a 17th cannot start.
+            assertEquals(0, dec.freePages());
+            int extra = dec.acquire();
+            assertThrows(BatchDecoder.OutOfPagesException.class, () -> dec.prefill(extra, tokens(1, 0), false));
+            sessions.forEach(Llama.Session::close);
+        }
+    }
+}
