@@ -602,8 +602,9 @@ final class BenchCommand implements Runnable {
 
         private static String key(Op op) {
             if (op instanceof Op.MatMul m) {
-                return String.format(Locale.ROOT, "MatMul m%d n%d k%d%s%s%s", m.m(), m.n(), m.k(),
-                        m.transA() ? " tA" : "", m.transB() ? " tB" : "", m.accumulate() ? " acc" : "");
+                return String.format(Locale.ROOT, "MatMul m%d n%d k%d%s%s%s%s", m.m(), m.n(), m.k(),
+                        m.transA() ? " tA" : "", m.transB() ? " tB" : "", m.accumulate() ? " acc" : "",
+                        m.b().type() == DType.F32 ? "" : " b " + m.b().type());
             }
             return op.getClass().getSimpleName();
         }

@@ -3,6 +3,7 @@ package dev.crucible.cli;
 import dev.crucible.backend.Backend;
 import dev.crucible.model.Llama;
 import dev.crucible.model.LlamaConfig;
+import dev.crucible.tensor.DType;
 import dev.crucible.tensor.Rng;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -17,15 +18,24 @@ import java.util.concurrent.Callable;
         description = {"Times one sequence through Llama.Session (the KV-cached path `crucible generate` uses): prefill of",
                 "--prompt-tokens tokens, then --gen-tokens decode steps, --reps times after one warm-up round; reports",
                 "the median and range of prefill and decode tokens/s, and decode against the memory-bandwidth roofline",
-                "(f32 weight bytes per token over the measured read bandwidth). Either a trained --model or a random",
-                "model of a named --shape (110m: dim 768, 12 layers, ffn 2048, vocab 32000; 1b: dim 2048, 16 layers,",
-                "32/8 heads, ffn 5632, vocab 32000). The llama.cpp peer is llama-bench -t 2 on the same shape's GGUF."})
+                "(weight bytes streamed per token over the measured read bandwidth). Either a trained --model or a",
+                "random model of a named --shape (110m: dim 768, 12 layers, ffn 2048, vocab 32000; 1b: dim 2048, 16",
+                "layers, 32/8 heads, ffn 5632, vocab 32000), its matrices in the --weights type. The llama.cpp peer is",
+                "llama-bench -t 2 on the same GGUF file: --export-gguf FILE writes the random model there first and",
+                "measures the model loaded back from it (needs heap for the f32 weights: CRUCIBLE_JAVA_OPTS=-Xmx12g for 1b)."})
 final class GenerateBenchCommand implements Callable<Integer> {
     @Option(names = "--model", paramLabel = "PATH", description = "A checkpoint/run, HF directory or GGUF file.")
     Path model;
 
     @Option(names = "--shape", paramLabel = "110m|1b|tiny", description = "A random-weight model of this shape (instead of --model).")
     String shape;
+
+    @Option(names = "--export-gguf", paramLabel = "FILE",
+            description = "With --shape: write the random model as GGUF (type from --weights, default f32) and measure that file.")
+    Path exportGguf;
+
+    @Option(names = "--profile", description = "Also print the time per op kind over the last round's decode steps.")
+    boolean profile;
 
     @Option(names = "--prompt-tokens", defaultValue = "512", description = "Default: ${DEFAULT-VALUE}.")
     int promptTokens;
@@ -39,15 +49,19 @@ final class GenerateBenchCommand implements Callable<Integer> {
     @Mixin
     BackendOptions backendOptions;
 
+    @Mixin
+    WeightOptions weightOptions;
+
     @Override
     public Integer call() throws Exception {
         if ((model == null) == (shape == null)) throw new UserException("give exactly one of --model or --shape");
+        if (exportGguf != null && shape == null) throw new UserException("--export-gguf writes a random --shape model; give --shape");
         if (promptTokens <= 0 || genTokens <= 0 || reps <= 0) throw new UserException("--prompt-tokens, --gen-tokens and --reps must be positive");
-        try (Backend be = backendOptions.create()) {
+        try (Backend be = profile ? new BenchCommand.Profiler(backendOptions.create()) : backendOptions.create()) {
             Llama m;
             ModelFiles.Loaded loaded = null;
             if (model != null) {
-                loaded = ModelFiles.load(model, be);
+                loaded = ModelFiles.load(model, be, weightOptions.type());
                 m = loaded.model();
             } else {
                 LlamaConfig c = switch (shape) {
@@ -56,8 +70,14 @@ final class GenerateBenchCommand implements Callable<Integer> {
                     case "1b" -> new LlamaConfig(32000, 2048, 16, 32, 8, 5632, 1024, 500000f, 1e-5f, false);
                     default -> throw new UserException("--shape must be tiny, 110m or 1b, got '" + shape + "'");
                 };
-                m = new Llama(c, be);
-                m.initRandom(1, 0.02);
+                DType type = weightOptions.type() == null ? DType.F32 : weightOptions.type();
+                if (exportGguf != null) {
+                    writeRandomGguf(c, type, exportGguf);
+                    loaded = ModelFiles.load(exportGguf, be, null);
+                    m = loaded.model();
+                } else {
+                    m = randomModel(c, be, type);
+                }
             }
             try {
                 return run(m);
@@ -74,9 +94,11 @@ final class GenerateBenchCommand implements Callable<Integer> {
             throw new UserException("prompt + generated tokens (" + (promptTokens + genTokens) + ") exceed the context " + c.context());
         }
         double bandwidth = readBandwidth();
-        long weightBytes = 4L * (m.layout().total() - (c.tied() ? 0 : (long) c.vocab() * c.dim())); // embedding rows are gathered, not streamed
-        System.out.printf("model: %,d parameters (%s), f32 weights streamed per token: %.1f MB; measured read bandwidth %.1f GB/s%n",
-                m.layout().total(), c, weightBytes / 1e6, bandwidth / 1e9);
+        String embed = "model.embed_tokens.weight";
+        // Embedding rows are gathered, not streamed (unless the embedding is also the output head).
+        long weightBytes = m.weightBytes() - (c.tied() ? 0 : m.type(embed).bytes((long) c.vocab() * c.dim()));
+        System.out.printf("model: %,d parameters (%s), %s weights streamed per token: %.1f MB; measured read bandwidth %.1f GB/s%n",
+                m.layout().total(), c, m.type("model.layers.0.mlp.up_proj.weight"), weightBytes / 1e6, bandwidth / 1e9);
         Rng rng = Rng.keyed(1, Rng.key("bench.generate"));
         int[] prompt = new int[promptTokens];
         for (int i = 0; i < prompt.length; i++) prompt[i] = rng.nextInt(c.vocab());
@@ -85,6 +107,7 @@ final class GenerateBenchCommand implements Callable<Integer> {
             try (Llama.Session s = m.session(promptTokens + genTokens, 64)) {
                 long t0 = System.nanoTime();
                 float[] logits = s.append(prompt);
+                if (m.backend() instanceof BenchCommand.Profiler p) p.reset();
                 long t1 = System.nanoTime();
                 for (int i = 0; i < genTokens; i++) logits = s.append(new int[]{dev.crucible.engine.Sampler.argmax(logits)});
                 long t2 = System.nanoTime();
@@ -100,7 +123,44 @@ final class GenerateBenchCommand implements Callable<Integer> {
         System.out.printf("prompt processing (%d tokens): %.1f tok/s median (%.1f - %.1f)%n", promptTokens, pre[reps / 2], pre[0], pre[reps - 1]);
         System.out.printf("decode (%d tokens):            %.1f tok/s median (%.1f - %.1f)%n", genTokens, dec[reps / 2], dec[0], dec[reps - 1]);
         System.out.printf("decode roofline at the measured bandwidth: %.1f tok/s; decode reaches %.0f%% of it%n", roof, 100 * dec[reps / 2] / roof);
+        if (m.backend() instanceof BenchCommand.Profiler p) {
+            java.io.PrintWriter pw = new java.io.PrintWriter(System.out, true);
+            p.print(pw, genTokens);
+            pw.flush();
+        }
         return 0;
+    }
+
+    /** HF-style random weights (N(0, 0.02), norms 1) stored as {@code type}, for speed measurements. */
+    static Llama randomModel(LlamaConfig c, Backend be, DType type) {
+        return Llama.forInference(c, be, name -> type, (name, buf) -> {
+            float[] x = randomTensor(c, name);
+            be.copyIn(buf, buf.type() == DType.F32 ? java.lang.foreign.MemorySegment.ofArray(x)
+                    : java.lang.foreign.MemorySegment.ofArray(dev.crucible.tensor.Blocks.encode(buf.type(), x, 0, x.length)));
+        });
+    }
+
+    private static float[] randomTensor(LlamaConfig c, String name) {
+        java.util.List<dev.crucible.model.ParamLayout.Tensor> ts = dev.crucible.model.ParamLayout.of(c).tensors();
+        int i = 0;
+        while (!ts.get(i).name().equals(name)) i++;
+        dev.crucible.model.ParamLayout.Tensor t = ts.get(i);
+        Rng rng = Rng.keyed(1, Rng.key("init"), i);
+        float[] x = new float[Math.toIntExact(t.size())];
+        for (int j = 0; j < x.length; j++) x[j] = t.decays() ? (float) (rng.nextGaussian() * 0.02) : 1f;
+        return x;
+    }
+
+    /** The same random model as a GGUF file (byte-level tokenizer; the unused ids become padding tokens). */
+    private static void writeRandomGguf(LlamaConfig c, DType type, Path file) throws java.io.IOException {
+        java.util.Map<String, float[]> tensors = new java.util.LinkedHashMap<>();
+        for (dev.crucible.model.ParamLayout.Tensor t : dev.crucible.model.ParamLayout.of(c).tensors()) tensors.put(t.name(), randomTensor(c, t.name()));
+        dev.crucible.formats.tokenizer.Tokenizer tok = dev.crucible.formats.tokenizer.Tokenizer.byteLevel(java.util.List.of("<|endoftext|>"));
+        int eos = tok.vocabSize() - 1;
+        var w = new dev.crucible.formats.hf.ModelWeights(ModelFiles.specOf(c), tensors, tok, "random", eos, eos);
+        dev.crucible.formats.gguf.GgmlType g = dev.crucible.formats.gguf.GgmlType.parse(type.name());
+        System.out.printf("writing the random model to %s (%s)...%n", file, g);
+        dev.crucible.formats.gguf.GgufModel.write(w, file, g, "crucible-bench-" + file.getFileName());
     }
 
     /** Best of a few passes summing a 512 MiB array with 2 threads (the decode loop's access pattern: a stream of weights). */

@@ -9,6 +9,8 @@ import dev.crucible.formats.gguf.GgufModel;
 import dev.crucible.formats.hf.HfModel;
 import dev.crucible.formats.hf.LlamaSpec;
 import dev.crucible.formats.hf.ModelWeights;
+import dev.crucible.formats.hf.WeightSource;
+import dev.crucible.tensor.DType;
 import dev.crucible.formats.tokenizer.Tokenizer;
 import dev.crucible.model.Llama;
 import dev.crucible.model.LlamaConfig;
@@ -99,21 +101,6 @@ final class ModelFiles {
         }
     }
 
-    /** Reads every parameter of a model back as f32 arrays under their HF names. */
-    static ModelWeights weightsOf(Loaded m) {
-        Map<String, float[]> out = new LinkedHashMap<>();
-        try (Arena arena = Arena.ofConfined()) {
-            for (ParamLayout.Tensor t : m.model().layout().tensors()) {
-                Buffer b = m.model().params().slice(t.offset(), t.size());
-                MemorySegment host = arena.allocate(t.size() * 4, 64);
-                m.model().backend().copyOut(b, host);
-                out.put(t.name(), host.toArray(ValueLayout.JAVA_FLOAT));
-            }
-        }
-        int eos = Tokenizers.eosId(m.tokenizer());
-        return new ModelWeights(specOf(m.model().config()), out, m.tokenizer(), "crucible checkpoint", eos, eos);
-    }
-
     /**
      * Weights to fine-tune from: any model {@link #load} accepts. Its shape replaces the model.* keys of {@code flat}
      * (a differing value given by the user is reported and overridden).
@@ -155,39 +142,54 @@ final class ModelFiles {
         return w;
     }
 
-    @SuppressWarnings("unchecked")
+    /** Loads any model for inference with every weight in its stored type. */
     static Loaded load(Path path, Backend backend) {
-        if (isForeign(path) || (Files.isRegularFile(path))) return loadForeign(path, backend);
-        Path dir = resolveCheckpoint(path);
-        JsonNode state = Checkpoint.state(dir);
-        Map<String, Object> nested = new ObjectMapper().convertValue(state.path("config"), Map.class);
-        if (nested == null) throw new UserException(dir + ": state.json has no config");
-        TrainConfig cfg = TrainConfig.fromMap(TrainConfig.flatten(nested));
-        Path tokFile = dir.resolve(Checkpoint.TOKENIZER);
-        if (!Files.exists(tokFile)) throw new UserException(dir + " has no tokenizer.json");
-        Tokenizer tok = Tokenizer.load(tokFile);
-        Llama model = new Llama(cfg.model(), backend);
-        try {
-            Checkpoint.load(dir, model, null);
-        } catch (RuntimeException e) {
-            model.close();
-            throw e;
-        }
-        return new Loaded(model, tok, dir, cfg);
+        return load(path, backend, null);
     }
 
-    private static Loaded loadForeign(Path path, Backend backend) {
-        ModelWeights w = importWeights(path);
-        Map<String, Object> keys = modelKeys(w.spec());
-        keys.put("train.seq_len", Math.min(128, w.spec().context()));
-        TrainConfig cfg = TrainConfig.fromMap(keys);
-        Llama model = new Llama(cfg.model(), backend);
-        try {
-            copyInto(w, model);
-        } catch (RuntimeException e) {
-            model.close();
-            throw e;
+    /**
+     * Loads any model {@link #readWeights} accepts for inference only (no gradients): with {@code weights} null every
+     * matrix keeps its stored type (a Q4_0 GGUF stays Q4_0, a checkpoint f32), otherwise each is converted to it on
+     * load, tensor by tensor. Norm weights are always f32.
+     */
+    @SuppressWarnings("unchecked")
+    static Loaded load(Path path, Backend backend, DType weights) {
+        TrainConfig cfg;
+        Path origin;
+        WeightSource src;
+        if (isForeign(path) || Files.isRegularFile(path)) {
+            if (!Files.exists(path)) throw new UserException("no such model file or directory: " + path);
+            if (Files.isRegularFile(path)) {
+                if (!GgufFile.looksLikeGguf(path)) throw new UserException(path + " is a file but not GGUF (expected a .gguf file, an HF directory or a checkpoint)");
+                src = GgufModel.openStored(path);
+            } else {
+                src = WeightSource.of(HfModel.read(path));
+            }
+            Map<String, Object> keys = modelKeys(src.spec());
+            keys.put("train.seq_len", Math.min(128, src.spec().context()));
+            cfg = TrainConfig.fromMap(keys);
+            origin = path;
+        } else {
+            origin = resolveCheckpoint(path);
+            Map<String, Object> nested = new ObjectMapper().convertValue(Checkpoint.state(origin).path("config"), Map.class);
+            if (nested == null) throw new UserException(origin + ": state.json has no config");
+            cfg = TrainConfig.fromMap(TrainConfig.flatten(nested));
+            src = WeightSource.of(readWeights(origin));
         }
-        return new Loaded(model, w.tokenizer(), path, cfg);
+        try (src) {
+            Llama model = Llama.forInference(configOf(src.spec()), backend,
+                    name -> weights != null ? weights : src.storedType(name),
+                    (name, buf) -> backend.copyIn(buf, src.read(name, buf.type())));
+            return new Loaded(model, src.tokenizer(), origin, cfg);
+        }
+    }
+
+    /** Parses a --weights value: "stored" (null) or a type name. */
+    static DType weightType(String s) {
+        if (s == null || s.equalsIgnoreCase("stored")) return null;
+        for (DType t : DType.values()) {
+            if (t.name().equalsIgnoreCase(s) && dev.crucible.tensor.Blocks.isReal(t)) return t;
+        }
+        throw new UserException("unknown --weights type '" + s + "' (stored, f32, f16, bf16, q8_0, q4_0)");
     }
 }

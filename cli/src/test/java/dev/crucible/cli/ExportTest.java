@@ -63,6 +63,25 @@ class ExportTest {
         greedy("--model", hf);
     }
 
+    /**
+     * A quantized GGUF runs on its stored blocks by default; converting it to f32 on load gives the same values, so
+     * the same greedy text. A checkpoint can be quantized on load with --weights.
+     */
+    @Test
+    void quantizedWeightsAreUsedAsStoredOrConvertedOnLoad() {
+        Path f = dir.resolve("stored-q8_0.gguf");
+        assertEquals(0, run("export", "-c", runDir.toString(), "--format", "gguf", "--dtype", "q8_0", "--out", f.toString()).code());
+        String stored = greedy("--model", f);
+        CliTest.Run g = run("generate", "--model", f.toString(), "--weights", "f32", "--prompt", "the quick", "--max-tokens", "16", "--threads", "1");
+        assertEquals(0, g.code(), g.err());
+        assertEquals(stored, g.out());
+        for (String t : new String[] {"q4_0", "bf16", "stored"}) {
+            CliTest.Run q = run("generate", "--checkpoint", runDir.toString(), "--weights", t, "--prompt", "the quick", "--max-tokens", "8", "--threads", "2");
+            assertEquals(0, q.code(), q.err());
+        }
+        userError(run("generate", "--checkpoint", runDir.toString(), "--weights", "q4_k", "-p", "x"), "unknown --weights type 'q4_k'");
+    }
+
     @Test
     void inspectDescribesEachFormat() {
         Path gguf = dir.resolve("inspect.gguf"), hf = dir.resolve("inspect-hf");

@@ -125,7 +125,7 @@ public final class Harness implements AutoCloseable {
 
     private void upload(Slot s) {
         MemorySegment host = arena.allocate(s.type.bytes(s.rootElements()), 64);
-        for (long i = 0; i < s.rootElements(); i++) host.setAtIndex(BITS, i, SENTINEL);
+        for (long i = 0; i < host.byteSize() / 4; i++) host.setAtIndex(BITS, i, SENTINEL);
         if (s.initial != null) s.initial.write(host, s.offset());
         backend.copyIn(s.root, host);
     }

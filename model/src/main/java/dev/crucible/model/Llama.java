@@ -10,7 +10,9 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 
 /**
  * The dense Llama decoder as a sequence of ops on a {@link Backend}: training forward and backward over a (B,T)
@@ -31,20 +33,78 @@ public final class Llama implements AutoCloseable {
     private final ParamLayout layout;
     private final Buffer params;
     private final Buffer grads;
+    /** Inference-only models: one buffer per tensor, each in its own storage type; null for trainable models. */
+    private final Map<String, Buffer> stored;
     private final Weights w;
     private final Weights g;
     private Activations acts;
 
+    /** A trainable model: f32 parameters and gradients, zero until initialised or loaded. */
     public Llama(LlamaConfig cfg, Backend backend) {
         this.cfg = cfg;
         this.be = backend;
         this.layout = ParamLayout.of(cfg);
         this.params = be.allocate(DType.F32, layout.total());
         this.grads = be.allocate(DType.F32, layout.total());
+        this.stored = null;
         be.run(new Op.Fill(params, 0f));
         be.run(new Op.Fill(grads, 0f));
-        this.w = new Weights(params);
-        this.g = new Weights(grads);
+        this.w = new Weights(name -> slice(params, layout.get(name)));
+        this.g = new Weights(name -> slice(grads, layout.get(name)));
+    }
+
+    private Llama(LlamaConfig cfg, Backend backend, Map<String, Buffer> stored) {
+        this.cfg = cfg;
+        this.be = backend;
+        this.layout = ParamLayout.of(cfg);
+        this.params = null;
+        this.grads = null;
+        this.stored = stored;
+        this.w = new Weights(stored::get);
+        this.g = null;
+    }
+
+    /**
+     * A model for inference only: no gradients, and every tensor in the storage type {@code types} picks for it (F32,
+     * or for the matrices F16, BF16, Q8_0 or Q4_0, used by the matmuls as stored). {@code fill} then receives each
+     * tensor's HF name and its freshly allocated buffer, and must copy the weights in. Norm weights are always F32.
+     */
+    public static Llama forInference(LlamaConfig cfg, Backend backend, java.util.function.Function<String, DType> types,
+                                     java.util.function.BiConsumer<String, Buffer> fill) {
+        ParamLayout layout = ParamLayout.of(cfg);
+        Map<String, Buffer> stored = new LinkedHashMap<>();
+        try {
+            for (ParamLayout.Tensor t : layout.tensors()) {
+                DType type = t.decays() ? types.apply(t.name()) : DType.F32;
+                long rowLength = t.shape()[t.shape().length - 1];
+                if (type != DType.F32 && rowLength % type.blockSize() != 0) type = DType.F32; // rows must be whole blocks
+                Buffer b = backend.allocate(type, t.size());
+                stored.put(t.name(), b);
+                fill.accept(t.name(), b);
+            }
+        } catch (RuntimeException e) {
+            stored.values().forEach(Buffer::close);
+            throw e;
+        }
+        return new Llama(cfg, backend, stored);
+    }
+
+    /** True for models made by {@link #forInference}: they have no gradients and cannot train. */
+    public boolean inferenceOnly() { return stored != null; }
+
+    /** The storage type of one tensor. */
+    public DType type(String name) { return param(name).type(); }
+
+    /** Bytes of all weights as stored. */
+    public long weightBytes() {
+        if (stored == null) return params.type().bytes(params.elements());
+        long n = 0;
+        for (Buffer b : stored.values()) n += b.type().bytes(b.elements());
+        return n;
+    }
+
+    private void trainable() {
+        if (stored != null) throw new IllegalStateException("this model was loaded for inference only (no f32 parameters or gradients)");
     }
 
     public LlamaConfig config() { return cfg; }
@@ -54,19 +114,37 @@ public final class Llama implements AutoCloseable {
     public ParamLayout layout() { return layout; }
 
     /** All parameters, one buffer in {@link ParamLayout} order. */
-    public Buffer params() { return params; }
+    public Buffer params() {
+        trainable();
+        return params;
+    }
 
     /** All gradients, same layout; accumulate across micro-batches until {@link #zeroGrads}. */
-    public Buffer grads() { return grads; }
+    public Buffer grads() {
+        trainable();
+        return grads;
+    }
 
-    public Buffer param(String name) { return slice(params, layout.get(name)); }
+    /** One tensor by its HF name (a view of {@link #params()}, or the stored buffer of an inference model). */
+    public Buffer param(String name) {
+        if (stored != null) {
+            Buffer b = stored.get(name);
+            if (b == null) throw new IllegalArgumentException("no tensor " + name);
+            return b;
+        }
+        return slice(params, layout.get(name));
+    }
 
-    public Buffer grad(String name) { return slice(grads, layout.get(name)); }
+    public Buffer grad(String name) {
+        trainable();
+        return slice(grads, layout.get(name));
+    }
 
     private static Buffer slice(Buffer b, ParamLayout.Tensor t) { return b.slice(t.offset(), t.size()); }
 
     /** HF initialisation: linear and embedding weights ~ N(0, std), norm weights 1; one stream per tensor. */
     public void initRandom(long seed, double std) {
+        trainable();
         try (Arena arena = Arena.ofConfined()) {
             for (int i = 0; i < layout.tensors().size(); i++) {
                 ParamLayout.Tensor t = layout.tensors().get(i);
@@ -81,14 +159,17 @@ public final class Llama implements AutoCloseable {
         }
     }
 
-    public void zeroGrads() { be.run(new Op.Fill(grads, 0f)); }
+    public void zeroGrads() {
+        trainable();
+        be.run(new Op.Fill(grads, 0f));
+    }
 
     /** The tensors of one parameter-shaped buffer, sliced by name. */
     private final class Weights {
         final Buffer embed, norm, lmHead;
         final Buffer[] n1, wq, wk, wv, wo, n2, wg, wu, wd;
 
-        Weights(Buffer all) {
+        Weights(java.util.function.Function<String, Buffer> all) {
             int L = cfg.layers();
             n1 = new Buffer[L]; wq = new Buffer[L]; wk = new Buffer[L]; wv = new Buffer[L]; wo = new Buffer[L];
             n2 = new Buffer[L]; wg = new Buffer[L]; wu = new Buffer[L]; wd = new Buffer[L];
@@ -109,7 +190,7 @@ public final class Llama implements AutoCloseable {
             lmHead = cfg.tied() ? embed : s(all, "lm_head.weight");
         }
 
-        private Buffer s(Buffer all, String name) { return slice(all, layout.get(name)); }
+        private Buffer s(java.util.function.Function<String, Buffer> all, String name) { return all.apply(name); }
     }
 
     /** Everything the backward pass needs from the forward pass, for one (B,T). Allocated once and reused. */
@@ -202,10 +283,11 @@ public final class Llama implements AutoCloseable {
             if (t >= cfg.vocab()) checkToken(t);
             if (t >= 0) count++;
         }
+        boolean train = gradScale != 0f;
+        if (train) trainable();
         be.copyIn(a.ids, MemorySegment.ofArray(ids));
         be.copyIn(a.targets, MemorySegment.ofArray(targets));
         forward(a);
-        boolean train = gradScale != 0f;
         be.run(new Op.CrossEntropy(a.logits, a.targets, a.losses, train ? a.logits : null, a.n, cfg.vocab(), gradScale));
         if (train) backward(a);
         float[] losses = new float[a.n];
@@ -428,7 +510,11 @@ public final class Llama implements AutoCloseable {
     @Override
     public void close() {
         if (acts != null) acts.close();
-        params.close();
-        grads.close();
+        if (stored != null) {
+            stored.values().forEach(Buffer::close);
+        } else {
+            params.close();
+            grads.close();
+        }
     }
 }

@@ -1,5 +1,6 @@
 package dev.crucible.cpu.kernels;
 
+import dev.crucible.tensor.DType;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -25,11 +26,23 @@ public final class Embedding {
     /** out(N,C) = table[ids[n]]; ids outside [0, vocab) throw. */
     public static void forward(Parallel par, MemorySegment ids, MemorySegment table, MemorySegment out, int n,
                                int dim, long vocab) {
+        forward(par, ids, table, DType.F32, out, n, dim, vocab);
+    }
+
+    /** As above with the table stored as {@code type} (rows decoded by {@link WeightRows}). */
+    public static void forward(Parallel par, MemorySegment ids, MemorySegment table, DType type, MemorySegment out,
+                               int n, int dim, long vocab) {
         par.forEach(Parallel.chunks(n, ROWS), t -> {
+            float[] row = type == DType.F32 ? null : new float[dim];
             for (int r = t * ROWS, end = Math.min(n, r + ROWS); r < end; r++) {
                 int id = ids.getAtIndex(I, r);
                 if (id < 0 || id >= vocab) throw new IndexOutOfBoundsException("token id " + id + " outside vocab " + vocab);
-                MemorySegment.copy(table, (long) id * dim * 4, out, (long) r * dim * 4, (long) dim * 4);
+                if (row == null) {
+                    MemorySegment.copy(table, (long) id * dim * 4, out, (long) r * dim * 4, (long) dim * 4);
+                } else {
+                    WeightRows.decode(type, table, type.bytes((long) id * dim), dim, row, 0);
+                    MemorySegment.copy(row, 0, out, F, (long) r * dim * 4, dim);
+                }
             }
         });
     }

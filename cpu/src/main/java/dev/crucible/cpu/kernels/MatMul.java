@@ -1,5 +1,6 @@
 package dev.crucible.cpu.kernels;
 
+import dev.crucible.tensor.DType;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -42,8 +43,18 @@ public final class MatMul {
 
     public static void gemm(Parallel par, MemorySegment a, MemorySegment b, MemorySegment c, int m, int n, int k,
                             boolean transA, boolean transB, boolean accumulate) {
+        gemm(par, a, b, DType.F32, c, m, n, k, transA, transB, accumulate);
+    }
+
+    /**
+     * As above with b stored as {@code bType}: anything but F32 is a weight matrix (N,K) of whole blocks (transB),
+     * decoded by {@link WeightRows} while packing, or consumed in place by the skinny path.
+     */
+    public static void gemm(Parallel par, MemorySegment a, MemorySegment b, DType bType, MemorySegment c, int m, int n,
+                            int k, boolean transA, boolean transB, boolean accumulate) {
+        if (bType != DType.F32 && (!transB || transA)) throw new IllegalArgumentException(bType + " b must be (N,K), transB");
         if (m < SKINNY_M) {
-            skinny(par, a, b, c, m, n, k, transA, transB, accumulate);
+            skinny(par, a, b, bType, c, m, n, k, transA, transB, accumulate);
             return;
         }
         int mPanels = (m + MR - 1) / MR, nPanels = (n + NR - 1) / NR, kBlocks = (k + KC - 1) / KC;
@@ -64,7 +75,7 @@ public final class MatMul {
                 else packA(a, m, k, p0, kc, ip0, ip1, ap, p0 * mPad);
             } else {
                 int jp0 = g * PACK_PANELS, jp1 = Math.min(nPanels, jp0 + PACK_PANELS);
-                if (transB) packBT(b, n, k, p0, kc, jp0, jp1, bp, p0 * nPad);
+                if (transB) packBT(b, bType, n, k, p0, kc, jp0, jp1, bp, p0 * nPad);
                 else packB(b, n, p0, kc, jp0, jp1, bp, p0 * nPad);
             }
         });
@@ -133,14 +144,16 @@ public final class MatMul {
     }
 
     /** b stored (N,K) (transB): each stored row holds every p for one j; scatter it into NR-interleaved panels. */
-    private static void packBT(MemorySegment b, int n, int k, int p0, int kc, int jp0, int jp1, float[] bp, int base) {
+    private static void packBT(MemorySegment b, DType bType, int n, int k, int p0, int kc, int jp0, int jp1, float[] bp,
+                               int base) {
         float[] row = new float[kc];
         for (int jp = jp0; jp < jp1; jp++) {
             int o = base + jp * NR * kc;
             for (int jj = 0; jj < NR; jj++) {
                 int j = jp * NR + jj;
                 if (j >= n) continue;
-                MemorySegment.copy(b, F, ((long) j * k + p0) * 4, row, 0, kc);
+                if (bType == DType.F32) MemorySegment.copy(b, F, ((long) j * k + p0) * 4, row, 0, kc);
+                else WeightRows.decode(bType, b, bType.bytes((long) j * k + p0), kc, row, 0); // KC is whole blocks
                 for (int p = 0; p < kc; p++) bp[o + p * NR + jj] = row[p];
             }
         }
@@ -223,8 +236,8 @@ public final class MatMul {
 
     static final int SKINNY_COLS = 256;
 
-    private static void skinny(Parallel par, MemorySegment a, MemorySegment b, MemorySegment c, int m, int n, int k,
-                               boolean transA, boolean transB, boolean accumulate) {
+    private static void skinny(Parallel par, MemorySegment a, MemorySegment b, DType bType, MemorySegment c, int m,
+                               int n, int k, boolean transA, boolean transB, boolean accumulate) {
         // The rows of op(a), gathered once (m·k floats, small).
         float[][] rows = new float[m][k];
         for (int i = 0; i < m; i++) {
@@ -236,7 +249,8 @@ public final class MatMul {
             if (transB) {
                 for (int i = 0; i < m; i++) {
                     for (int j = j0; j < j1; j++) {
-                        float s = dot(rows[i], b, (long) j * k * 4, k);
+                        float s = bType == DType.F32 ? dot(rows[i], b, (long) j * k * 4, k)
+                                : WeightRows.dot(bType, rows[i], 0, b, bType.bytes((long) j * k), k);
                         long ci = (long) i * n + j;
                         c.setAtIndex(F, ci, accumulate ? c.getAtIndex(F, ci) + s : s);
                     }

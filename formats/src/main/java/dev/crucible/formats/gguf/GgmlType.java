@@ -36,6 +36,17 @@ public enum GgmlType {
         return n / blockSize * blockBytes;
     }
 
+    /** The element type Crucible's buffers use for this ggml type (same block layout). */
+    public dev.crucible.tensor.DType dtype() {
+        return switch (this) {
+            case F32 -> dev.crucible.tensor.DType.F32;
+            case F16 -> dev.crucible.tensor.DType.F16;
+            case Q4_0 -> dev.crucible.tensor.DType.Q4_0;
+            case Q8_0 -> dev.crucible.tensor.DType.Q8_0;
+            case BF16 -> dev.crucible.tensor.DType.BF16;
+        };
+    }
+
     /** The {@code general.file_type} value llama.cpp uses for a model that is mostly of this type. */
     public int fileType() {
         return switch (this) {

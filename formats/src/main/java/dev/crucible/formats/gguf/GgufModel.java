@@ -6,6 +6,10 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.crucible.formats.FormatException;
 import dev.crucible.formats.hf.LlamaSpec;
 import dev.crucible.formats.hf.ModelWeights;
+import dev.crucible.formats.hf.WeightSource;
+import dev.crucible.tensor.DType;
+
+import java.lang.foreign.MemorySegment;
 import dev.crucible.formats.tokenizer.Tokenizer;
 
 import java.io.IOException;
@@ -176,6 +180,82 @@ public final class GgufModel {
             if (bos >= vocab || eos >= vocab) throw new FormatException(file, "bos/eos id " + Math.max(bos, eos) + " is outside the vocabulary of " + vocab);
             return new ModelWeights(spec, tensors, tok, "gguf v" + g.version() + " " + seen, bos, eos);
         }
+    }
+
+    /**
+     * Opens a {@code llama}-architecture GGUF for loading tensor by tensor in the stored types (see
+     * {@link WeightSource}); the file stays mapped until the source is closed.
+     */
+    public static WeightSource openStored(Path file) {
+        GgufFile g = GgufFile.open(file);
+        try {
+            LlamaSpec spec = readSpec(g);
+            Map<String, long[]> shapes = spec.tensorShapes();
+            Map<String, Mapping> byHf = new LinkedHashMap<>();
+            Set<GgmlType> seen = new java.util.TreeSet<>();
+            for (Mapping mp : mappings(spec)) {
+                GgufFile.TensorInfo t = g.tensor(mp.gguf());
+                long[] shape = shapes.get(mp.hf());
+                if (!java.util.Arrays.equals(t.shape(), shape)) {
+                    throw new FormatException(file, "tensor '" + mp.gguf() + "' has dims " + java.util.Arrays.toString(t.ne()) + ", the metadata implies " + java.util.Arrays.toString(reverse(shape)));
+                }
+                byHf.put(mp.hf(), mp);
+                if (shape.length > 1) seen.add(t.type());
+            }
+            Tokenizer tok = tokenizer(g, spec.vocab());
+            int bos = g.integer("tokenizer.ggml.bos_token_id", 0, -1), eos = g.integer("tokenizer.ggml.eos_token_id", 0, -1);
+            if (bos >= spec.vocab() || eos >= spec.vocab()) throw new FormatException(file, "bos/eos id " + Math.max(bos, eos) + " is outside the vocabulary of " + spec.vocab());
+            String format = "gguf v" + g.version() + " " + seen;
+            return new WeightSource() {
+                public LlamaSpec spec() { return spec; }
+                public Tokenizer tokenizer() { return tok; }
+                public String format() { return format; }
+                public int bos() { return bos; }
+                public int eos() { return eos; }
+
+                private Mapping mapping(String name) {
+                    Mapping mp = byHf.get(name);
+                    if (mp == null) throw new IllegalArgumentException("no tensor " + name);
+                    return mp;
+                }
+
+                public DType storedType(String name) { return g.tensor(mapping(name).gguf()).type().dtype(); }
+
+                public MemorySegment read(String name, DType type) {
+                    Mapping mp = mapping(name);
+                    GgufFile.TensorInfo t = g.tensor(mp.gguf());
+                    long[] shape = shapes.get(name);
+                    if (t.type().dtype() == type) {
+                        if (mp.permuteHeads() == 0) return g.bytes(mp.gguf());
+                        // Reorder whole rows of stored blocks (re-quantizing would not give the stored values back).
+                        return MemorySegment.ofArray(permuteRows(g.bytes(mp.gguf()), type.bytes(shape[1]), mp.permuteHeads()));
+                    }
+                    float[] x = g.floats(mp.gguf());
+                    if (mp.permuteHeads() > 0) x = permuteRope(x, mp.permuteHeads(), (int) shape[1], true);
+                    return type == DType.F32 ? MemorySegment.ofArray(x) : MemorySegment.ofArray(dev.crucible.tensor.Blocks.encode(type, x, 0, x.length));
+                }
+
+                public void close() { g.close(); }
+            };
+        } catch (RuntimeException e) {
+            g.close();
+            throw e;
+        }
+    }
+
+    /** {@link #permuteRope}'s inverse on rows of {@code rowBytes} stored bytes each. */
+    static byte[] permuteRows(MemorySegment src, long rowBytes, int heads) {
+        int rows = Math.toIntExact(src.byteSize() / rowBytes), d = rows / heads, half = d / 2;
+        byte[] out = new byte[Math.toIntExact(src.byteSize())];
+        for (int h = 0; h < heads; h++) {
+            for (int i = 0; i < half; i++) {
+                for (int k = 0; k < 2; k++) {
+                    long hfRow = (long) h * d + k * half + i, ggRow = (long) h * d + 2L * i + k;
+                    MemorySegment.copy(src, java.lang.foreign.ValueLayout.JAVA_BYTE, ggRow * rowBytes, out, (int) (hfRow * rowBytes), (int) rowBytes);
+                }
+            }
+        }
+        return out;
     }
 
     /** The model's shape from the {@code llama.*} metadata, checked against the embedding and the token list. */

@@ -1,102 +1,30 @@
 package dev.crucible.formats.gguf;
 
+import dev.crucible.tensor.Blocks;
+
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
-import java.nio.ByteOrder;
 
 /**
- * Encoding and decoding of tensor data in the ggml types, following ggml's reference (scalar) routines so that the
- * bytes equal llama.cpp's: f16 and bf16 round to nearest even; Q8_0 uses d = max|x|/127 and q = round(x/d) (halves away
- * from zero); Q4_0 uses d = m/-8 where m is the element of largest magnitude (sign kept), q = min(15, trunc(x/d + 8.5)).
+ * Encoding and decoding of tensor data in the ggml types: the GGUF-facing names for {@link Blocks}, whose bytes
+ * equal ggml's reference routines.
  */
 public final class Quant {
     private Quant() {}
 
-    private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-    private static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    public static short toBf16(float f) { return Blocks.toBf16(f); }
 
-    /** Round to nearest even, NaN kept quiet, as ggml_compute_fp32_to_bf16. */
-    public static short toBf16(float f) {
-        int u = Float.floatToRawIntBits(f);
-        if ((u & 0x7fffffff) > 0x7f800000) return (short) ((u >>> 16) | 64);
-        return (short) ((u + (0x7fff + ((u >>> 16) & 1))) >>> 16);
-    }
+    public static float fromBf16(short h) { return Blocks.fromBf16(h); }
 
-    public static float fromBf16(short h) {
-        return Float.intBitsToFloat((h & 0xffff) << 16);
-    }
+    static int roundHalfAway(float v) { return Blocks.roundHalfAway(v); }
 
     /** Encodes n floats as the type; n must be a whole number of blocks. */
     public static byte[] encode(GgmlType type, float[] x, int from, int n) {
-        long rb = type.rowBytes(n);
-        if (rb < 0) throw new IllegalArgumentException(n + " elements are not a whole number of " + type + " blocks");
-        byte[] out = new byte[(int) rb];
-        MemorySegment s = MemorySegment.ofArray(out);
-        switch (type) {
-            case F32 -> { for (int i = 0; i < n; i++) s.setAtIndex(F32, i, x[from + i]); }
-            case F16 -> { for (int i = 0; i < n; i++) s.setAtIndex(I16, i, Float.floatToFloat16(x[from + i])); }
-            case BF16 -> { for (int i = 0; i < n; i++) s.setAtIndex(I16, i, toBf16(x[from + i])); }
-            case Q8_0 -> {
-                for (int b = 0; b < n / 32; b++) {
-                    int base = from + b * 32, o = b * 34;
-                    float amax = 0;
-                    for (int j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[base + j]));
-                    float d = amax / 127f, id = d != 0 ? 1f / d : 0f;
-                    s.set(I16, o, Float.floatToFloat16(d));
-                    for (int j = 0; j < 32; j++) out[o + 2 + j] = (byte) roundHalfAway(x[base + j] * id);
-                }
-            }
-            case Q4_0 -> {
-                for (int b = 0; b < n / 32; b++) {
-                    int base = from + b * 32, o = b * 18;
-                    float amax = 0, max = 0;
-                    for (int j = 0; j < 32; j++) {
-                        float v = x[base + j];
-                        if (amax < Math.abs(v)) { amax = Math.abs(v); max = v; }
-                    }
-                    float d = max / -8f, id = d != 0 ? 1f / d : 0f;
-                    s.set(I16, o, Float.floatToFloat16(d));
-                    for (int j = 0; j < 16; j++) {
-                        int q0 = Math.min(15, (byte) (x[base + j] * id + 8.5f));
-                        int q1 = Math.min(15, (byte) (x[base + 16 + j] * id + 8.5f));
-                        out[o + 2 + j] = (byte) (q0 | (q1 << 4));
-                    }
-                }
-            }
-        }
-        return out;
-    }
-
-    /** C's roundf: halves away from zero. */
-    static int roundHalfAway(float v) {
-        int r = (int) Math.floor(Math.abs((double) v) + 0.5);
-        return v < 0 ? -r : r;
+        if (type.rowBytes(n) < 0) throw new IllegalArgumentException(n + " elements are not a whole number of " + type + " blocks");
+        return Blocks.encode(type.dtype(), x, from, n);
     }
 
     /** Decodes n elements of the type starting at byte offset {@code at} of the segment into out[from..from+n). */
     public static void decode(GgmlType type, MemorySegment s, long at, int n, float[] out, int from) {
-        switch (type) {
-            case F32 -> { for (int i = 0; i < n; i++) out[from + i] = s.get(F32, at + 4L * i); }
-            case F16 -> { for (int i = 0; i < n; i++) out[from + i] = Float.float16ToFloat(s.get(I16, at + 2L * i)); }
-            case BF16 -> { for (int i = 0; i < n; i++) out[from + i] = fromBf16(s.get(I16, at + 2L * i)); }
-            case Q8_0 -> {
-                for (int b = 0; b < n / 32; b++) {
-                    long o = at + 34L * b;
-                    float d = Float.float16ToFloat(s.get(I16, o));
-                    for (int j = 0; j < 32; j++) out[from + b * 32 + j] = s.get(ValueLayout.JAVA_BYTE, o + 2 + j) * d;
-                }
-            }
-            case Q4_0 -> {
-                for (int b = 0; b < n / 32; b++) {
-                    long o = at + 18L * b;
-                    float d = Float.float16ToFloat(s.get(I16, o));
-                    for (int j = 0; j < 16; j++) {
-                        int q = s.get(ValueLayout.JAVA_BYTE, o + 2 + j) & 0xff;
-                        out[from + b * 32 + j] = ((q & 0xf) - 8) * d;
-                        out[from + b * 32 + 16 + j] = ((q >>> 4) - 8) * d;
-                    }
-                }
-            }
-        }
+        Blocks.decode(type.dtype(), s, at, n, out, from);
     }
 }

@@ -121,6 +121,38 @@ class GgufTest {
         }
     }
 
+    /**
+     * Loading as stored hands over the file's own blocks (Q and K rows reordered to the HF layout as whole rows), so
+     * they decode to exactly what the dequantizing reader gives; asking for another type converts.
+     */
+    @Test
+    void storedLoadingKeepsTheFilesBlocks(@TempDir Path dir) throws Exception {
+        ModelWeights m = TinyModels.random(TinyModels.spec(false), 11);
+        for (GgmlType t : List.of(GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0)) {
+            Path f = dir.resolve(t + ".gguf");
+            GgufModel.write(m, f, t, "t");
+            ModelWeights deq = GgufModel.read(f);
+            try (dev.crucible.formats.hf.WeightSource src = GgufModel.openStored(f)) {
+                assertEquals(m.spec(), src.spec());
+                assertEquals(256, src.eos());
+                for (Map.Entry<String, float[]> e : deq.tensors().entrySet()) {
+                    boolean matrix = m.spec().tensorShapes().get(e.getKey()).length == 2;
+                    dev.crucible.tensor.DType want = matrix ? t.dtype() : dev.crucible.tensor.DType.F32;
+                    assertEquals(want, src.storedType(e.getKey()), e.getKey());
+                    float[] x = e.getValue(), y = new float[x.length];
+                    java.lang.foreign.MemorySegment bytes = src.read(e.getKey(), want);
+                    assertEquals(want.bytes(x.length), bytes.byteSize());
+                    dev.crucible.tensor.Blocks.decode(want, bytes, 0, x.length, y, 0);
+                    assertArrayEquals(x, y, t + " " + e.getKey());
+                    float[] asF32 = new float[x.length];
+                    java.lang.foreign.MemorySegment.copy(src.read(e.getKey(), dev.crucible.tensor.DType.F32),
+                            java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED, 0, asF32, 0, x.length);
+                    assertArrayEquals(x, asF32, t + " " + e.getKey() + " as f32");
+                }
+            }
+        }
+    }
+
     @Test
     void ropePermutationInterleavesHalves() {
         int heads = 2, d = 4, cols = 1;

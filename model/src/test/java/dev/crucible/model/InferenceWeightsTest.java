@@ -1,0 +1,91 @@
+package dev.crucible.model;
+
+import dev.crucible.backend.Backend;
+import dev.crucible.backend.Backends;
+import dev.crucible.backend.Buffer;
+import dev.crucible.tensor.Blocks;
+import dev.crucible.tensor.DType;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+import org.junit.jupiter.api.Test;
+
+import java.lang.foreign.MemorySegment;
+import java.util.HashMap;
+import java.util.Map;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * Inference-only models keep their matrices in a storage type and the matmuls use them as stored. Their logits must
+ * equal those of an ordinary f32 model holding the decoded values of the same weights (only the summation order
+ * differs), on the prefill and the one-token decode paths.
+ */
+class InferenceWeightsTest {
+    static final LlamaConfig CFG = new LlamaConfig(96, 64, 2, 4, 2, 160, 64, 10000f, 1e-5f, false);
+
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F32", "F16", "BF16", "Q8_0", "Q4_0"})
+    void storedWeightsGiveTheLogitsOfTheirDecodedValues(DType type) {
+        try (Backend be = Backends.create("cpu", 2); Llama random = new Llama(CFG, be)) {
+            random.initRandom(7, 0.05);
+            Map<String, byte[]> encoded = new HashMap<>();
+            Map<String, float[]> decoded = new HashMap<>();
+            for (ParamLayout.Tensor t : random.layout().tensors()) {
+                float[] x = random.read(random.param(t.name()));
+                DType tt = t.decays() ? type : DType.F32;
+                byte[] b = Blocks.encode(tt, x, 0, x.length);
+                float[] d = new float[x.length];
+                Blocks.decode(tt, MemorySegment.ofArray(b), 0, x.length, d, 0);
+                encoded.put(t.name(), b);
+                decoded.put(t.name(), d);
+            }
+            try (Llama ref = new Llama(CFG, be);
+                 Llama inf = Llama.forInference(CFG, be, n -> type, (n, buf) -> be.copyIn(buf, MemorySegment.ofArray(encoded.get(n))))) {
+                for (ParamLayout.Tensor t : ref.layout().tensors()) be.copyIn(ref.param(t.name()), MemorySegment.ofArray(decoded.get(t.name())));
+                assertTrue(inf.inferenceOnly());
+                assertEquals(type, inf.type("model.layers.1.mlp.down_proj.weight"));
+                assertEquals(DType.F32, inf.type("model.norm.weight"));
+                int[] prompt = {5, 17, 3, 88, 41, 9, 60, 2, 33, 71};
+                try (Llama.Session a = ref.session(32, 4); Llama.Session b = inf.session(32, 4)) {
+                    close(a.append(prompt), b.append(prompt));          // prefill in chunks of 4 (packed GEMM path)
+                    for (int tok : new int[] {12, 90, 1}) close(a.append(new int[] {tok}), b.append(new int[] {tok})); // decode
+                }
+            }
+        }
+    }
+
+    private static void close(float[] want, float[] got) {
+        double err = 0, scale = 0;
+        for (int i = 0; i < want.length; i++) {
+            err = Math.max(err, Math.abs(want[i] - got[i]));
+            scale = Math.max(scale, Math.abs(want[i]));
+        }
+        assertTrue(err <= 1e-5 * scale, "max |Δ| " + err + " vs max |logit| " + scale);
+    }
+
+    @Test
+    void inferenceModelsRefuseToTrain() {
+        try (Backend be = Backends.create("cpu", 1);
+             Llama inf = Llama.forInference(CFG, be, n -> DType.Q8_0, (n, buf) -> {})) {
+            int[] ids = new int[8];
+            assertThrows(IllegalStateException.class, () -> inf.step(ids, ids, 1, 8, 1f / 8));
+            assertThrows(IllegalStateException.class, inf::params);
+            assertEquals(0f, (float) inf.step(ids, ids, 1, 8, 0f).mean(), 10f); // evaluation works
+            long want = 0;
+            for (ParamLayout.Tensor t : inf.layout().tensors()) want += (t.decays() ? DType.Q8_0 : DType.F32).bytes(t.size());
+            assertEquals(want, inf.weightBytes());
+        }
+    }
+
+    @Test
+    void rowsThatAreNotWholeBlocksStayF32() {
+        LlamaConfig odd = new LlamaConfig(40, 48, 1, 4, 4, 80, 16, 10000f, 1e-5f, true); // dim 48: not whole Q8_0 blocks
+        try (Backend be = Backends.create("cpu", 1);
+             Llama inf = Llama.forInference(odd, be, n -> DType.Q8_0, (n, buf) -> {})) {
+            Buffer up = inf.param("model.layers.0.mlp.up_proj.weight");
+            assertEquals(DType.F32, up.type());
+        }
+    }
+}
