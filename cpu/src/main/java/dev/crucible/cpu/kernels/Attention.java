@@ -52,7 +52,7 @@ public final class Attention {
             int qb = task % qBlocks, bh = task / qBlocks, h = bh % heads, b = bh / heads, kh = h / group;
             int i0 = qb * BQ, rows = Math.min(BQ, tq - i0);
             float[] qs = new float[BQ * dp], o = new float[BQ * dp];
-            float[] kt = new float[d * BK], vb = new float[BK * dp], p = new float[BK], tmp = new float[d];
+            float[] kt = new float[dp * BK], vb = new float[BK * dp], p = new float[BK], tmp = new float[d];
             float[] m = new float[BQ], l = new float[BQ];
             java.util.Arrays.fill(m, Float.NEGATIVE_INFINITY);
             for (int r = 0; r < rows; r++) {
@@ -60,20 +60,28 @@ public final class Attention {
             }
             long kvBase = b * kvBatchStride;
             int keys = qPos0 + i0 + rows; // keys 0 … keys-1 are visible to some row of this block
+            boolean byRows = rows <= ROW_MAJOR_ROWS;
+            long[] at = byRows ? new long[BK] : null;
             for (int j0 = 0; j0 < keys; j0 += BK) {
                 int bk = Math.min(BK, keys - j0);
-                loadKeys(k, v, kvBase, kvHeads, kh, d, dp, j0, bk, kt, vb, tmp);
+                if (byRows) {
+                    for (int j = 0; j < bk; j++) at[j] = (kvBase + ((long) (j0 + j) * kvHeads + kh) * d) * 4;
+                } else {
+                    loadKeys(k, v, kvBase, kvHeads, kh, d, dp, j0, bk, kt, vb, tmp);
+                }
                 for (int r = 0; r < rows; r++) {
                     int limit = Math.min(bk, qPos0 + i0 + r + 1 - j0);
                     if (limit <= 0) continue;
                     int nv = (limit + VL - 1) / VL;
-                    float bmax = scores(qs, r * dp, kt, d, nv, limit, scale, p);
+                    float bmax = byRows ? scoresByRows(qs, r * dp, k, at, d, nv, limit, scale, p)
+                            : scores(qs, r * dp, kt, d, nv, limit, scale, p);
                     float mOld = m[r], mNew = Math.max(mOld, bmax);
                     float corr = mOld == Float.NEGATIVE_INFINITY ? 0f : VMath.exp(mOld - mNew);
                     float blockSum = VMath.exp(p, 0, p, 0, nv * VL, 1f, mNew); // masked lanes: e^−∞ = 0
                     m[r] = mNew;
                     l[r] = l[r] * corr + blockSum;
-                    accumulatePV(o, r * dp, dp, corr, p, vb, limit);
+                    if (byRows) accumulatePV(o, r * dp, d, corr, p, v, at, limit);
+                    else accumulatePV(o, r * dp, dp, corr, p, vb, limit);
                 }
             }
             for (int r = 0; r < rows; r++) {
@@ -102,9 +110,60 @@ public final class Attention {
     }
 
     /**
+     * With at most this many query rows sharing a key block (a decode step), transposing the keys costs more than it
+     * saves: scores are then dot products along D of the query with each key row ({@link #scoresByRows}).
+     */
+    public static final int ROW_MAJOR_ROWS = 2;
+
+    /**
+     * s[j] = scale · (row · K_j) for j < limit, −∞ beyond (up to nv vectors), the key rows read in place at byte
+     * offsets at[j] (no copy: a decode step touches each key once); returns the max.
+     */
+    static float scoresByRows(float[] row, int ro, MemorySegment k, long[] at, int d, int nv, int limit, float scale,
+                              float[] s) {
+        float max = Float.NEGATIVE_INFINITY;
+        int dv = d / VL * VL;
+        for (int j = 0; j < limit; j++) {
+            long off = at[j];
+            FloatVector a0 = FloatVector.zero(S);
+            for (int c = 0; c < dv; c += VL) {
+                a0 = FloatVector.fromMemorySegment(S, k, off + c * 4L, NATIVE).fma(FloatVector.fromArray(S, row, ro + c), a0);
+            }
+            float x = VMath.sum(a0);
+            for (int c = dv; c < d; c++) x = Math.fma(row[ro + c], k.get(F, off + c * 4L), x);
+            x *= scale;
+            s[j] = x;
+            max = Math.max(max, x);
+        }
+        java.util.Arrays.fill(s, limit, nv * VL, Float.NEGATIVE_INFINITY);
+        return max;
+    }
+
+    /** o[row] = o[row] · corr + Σ_{j<limit} p[j] · V_j, the value rows read in place at byte offsets at[j]. */
+    static void accumulatePV(float[] o, int oo, int d, float corr, float[] p, MemorySegment v, long[] at, int limit) {
+        int dv = d / VL * VL;
+        for (int cv = 0; cv < dv; cv += VL) {
+            FloatVector a0 = FloatVector.fromArray(S, o, oo + cv).mul(corr), a1 = FloatVector.zero(S);
+            int j = 0;
+            for (; j + 1 < limit; j += 2) {
+                a0 = FloatVector.fromMemorySegment(S, v, at[j] + cv * 4L, NATIVE).fma(FloatVector.broadcast(S, p[j]), a0);
+                a1 = FloatVector.fromMemorySegment(S, v, at[j + 1] + cv * 4L, NATIVE).fma(FloatVector.broadcast(S, p[j + 1]), a1);
+            }
+            if (j < limit) a0 = FloatVector.fromMemorySegment(S, v, at[j] + cv * 4L, NATIVE).fma(FloatVector.broadcast(S, p[j]), a0);
+            a0.add(a1).intoArray(o, oo + cv);
+        }
+        for (int c = dv; c < d; c++) {
+            float a = o[oo + c] * corr;
+            for (int j = 0; j < limit; j++) a = Math.fma(p[j], v.get(F, at[j] + c * 4L), a);
+            o[oo + c] = a;
+        }
+    }
+
+    /**
      * s[j] = scale · (row · kt[·][j]) for j < limit, −∞ beyond; returns the max. Four independent accumulators (one
      * per key vector) keep the FMA pipes busy; all BK lanes are computed (kt is zero-padded). Shared with
-     * {@link PagedAttention}, as is {@link #accumulatePV}, so paged and contiguous caches give the same bits.
+     * {@link PagedAttention}, as are {@link #scoresByRows} and {@link #accumulatePV}, so paged and contiguous caches
+     * give the same bits.
      */
     static float scores(float[] row, int ro, float[] kt, int d, int nv, int limit, float scale, float[] s) {
         FloatVector s0 = FloatVector.zero(S), s1 = s0, s2 = s0, s3 = s0;

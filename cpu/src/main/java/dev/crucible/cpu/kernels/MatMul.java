@@ -244,8 +244,11 @@ public final class MatMul {
             if (transA) for (int p = 0; p < k; p++) rows[i][p] = a.getAtIndex(F, (long) p * m + i);
             else MemorySegment.copy(a, F, (long) i * k * 4, rows[i], 0, k);
         }
-        par.forEach(Parallel.chunks(n, SKINNY_COLS), t -> {
-            int j0 = t * SKINNY_COLS, j1 = Math.min(n, j0 + SKINNY_COLS);
+        // Every output column is one independent dot product (transB) or one independent lane of the axpy
+        // sweeps, so the chunk size changes no bits; small N gets small chunks so both threads stay busy.
+        int cols = n >= 16 * SKINNY_COLS ? SKINNY_COLS : SKINNY_COLS / 4;
+        par.forEach(Parallel.chunks(n, cols), t -> {
+            int j0 = t * cols, j1 = Math.min(n, j0 + cols);
             if (transB) {
                 for (int i = 0; i < m; i++) {
                     for (int j = j0; j < j1; j++) {

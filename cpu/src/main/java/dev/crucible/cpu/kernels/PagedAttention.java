@@ -84,7 +84,9 @@ public final class PagedAttention {
                               int dp, int pageSize, int maxPages, float scale) {
         int nq = n * group; // query vectors: (row, group head) → index r·group + g
         float[] qs = new float[nq * dp], o = new float[nq * dp], m = new float[nq], l = new float[nq];
-        float[] kt = new float[d * BK], vb = new float[BK * dp], p = new float[BK], tmp = new float[d];
+        float[] kt = new float[dp * BK], vb = new float[BK * dp], p = new float[BK], tmp = new float[d];
+        boolean byRows = n <= Attention.ROW_MAJOR_ROWS; // as Attention.forward decides for its block of rows
+        long[] at = byRows ? new long[BK] : null;
         Arrays.fill(m, Float.NEGATIVE_INFINITY);
         int keys = 0;
         for (int r = 0; r < n; r++) {
@@ -96,20 +98,29 @@ public final class PagedAttention {
         int tableRow = r0 * maxPages;
         for (int j0 = 0; j0 < keys; j0 += BK) {
             int bk = Math.min(BK, keys - j0);
-            loadKeys(kPool, vPool, table, tableRow, pageSize, kvHeads, kh, d, dp, j0, bk, kt, vb, tmp);
+            if (byRows) {
+                for (int j = 0; j < bk; j++) {
+                    int t = j0 + j;
+                    at[j] = (((long) table[tableRow + t / pageSize] * pageSize + t % pageSize) * kvHeads + kh) * d * 4;
+                }
+            } else {
+                loadKeys(kPool, vPool, table, tableRow, pageSize, kvHeads, kh, d, dp, j0, bk, kt, vb, tmp);
+            }
             for (int r = 0; r < n; r++) {
                 int limit = Math.min(bk, len[r0 + r] - j0);
                 if (limit <= 0) continue;
                 int nv = (limit + VL - 1) / VL;
                 for (int g = 0; g < group; g++) {
                     int qi = r * group + g;
-                    float bmax = Attention.scores(qs, qi * dp, kt, d, nv, limit, scale, p);
+                    float bmax = byRows ? Attention.scoresByRows(qs, qi * dp, kPool, at, d, nv, limit, scale, p)
+                            : Attention.scores(qs, qi * dp, kt, d, nv, limit, scale, p);
                     float mOld = m[qi], mNew = Math.max(mOld, bmax);
                     float corr = mOld == Float.NEGATIVE_INFINITY ? 0f : VMath.exp(mOld - mNew);
                     float blockSum = VMath.exp(p, 0, p, 0, nv * VL, 1f, mNew); // masked lanes: e^−∞ = 0
                     m[qi] = mNew;
                     l[qi] = l[qi] * corr + blockSum;
-                    Attention.accumulatePV(o, qi * dp, dp, corr, p, vb, limit);
+                    if (byRows) Attention.accumulatePV(o, qi * dp, d, corr, p, vPool, at, limit);
+                    else Attention.accumulatePV(o, qi * dp, dp, corr, p, vb, limit);
                 }
             }
         }
