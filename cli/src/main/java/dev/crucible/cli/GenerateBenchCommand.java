@@ -34,6 +34,10 @@ final class GenerateBenchCommand implements Callable<Integer> {
             description = "With --shape: write the random model as GGUF (type from --weights, default f32) and measure that file.")
     Path exportGguf;
 
+    @Option(names = "--prefill-chunk", defaultValue = "512", paramLabel = "N",
+            description = "Prompt tokens per forward pass during prefill. Default: ${DEFAULT-VALUE}.")
+    int prefillChunk;
+
     @Option(names = "--profile", description = "Also print the time per op kind over the last round's decode steps.")
     boolean profile;
 
@@ -56,7 +60,9 @@ final class GenerateBenchCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         if ((model == null) == (shape == null)) throw new UserException("give exactly one of --model or --shape");
         if (exportGguf != null && shape == null) throw new UserException("--export-gguf writes a random --shape model; give --shape");
-        if (promptTokens <= 0 || genTokens <= 0 || reps <= 0) throw new UserException("--prompt-tokens, --gen-tokens and --reps must be positive");
+        if (promptTokens <= 0 || genTokens <= 0 || reps <= 0 || prefillChunk <= 0) {
+            throw new UserException("--prompt-tokens, --gen-tokens, --reps and --prefill-chunk must be positive");
+        }
         try (Backend be = profile ? new BenchCommand.Profiler(backendOptions.create()) : backendOptions.create()) {
             Llama m;
             ModelFiles.Loaded loaded = null;
@@ -104,7 +110,7 @@ final class GenerateBenchCommand implements Callable<Integer> {
         for (int i = 0; i < prompt.length; i++) prompt[i] = rng.nextInt(c.vocab());
         double[] pre = new double[reps], dec = new double[reps];
         for (int r = -1; r < reps; r++) {
-            try (Llama.Session s = m.session(promptTokens + genTokens, 64)) {
+            try (Llama.Session s = m.session(promptTokens + genTokens, prefillChunk)) {
                 long t0 = System.nanoTime();
                 float[] logits = s.append(prompt);
                 if (m.backend() instanceof BenchCommand.Profiler p) p.reset();

@@ -364,6 +364,7 @@ public final class BatchEngine implements AutoCloseable {
 
     /** Samples the next token of s from logits and emits it; true when s finished (and was retired). */
     private boolean accept(Seq s, float[] logits) {
+        Sampler.limitVocabulary(logits, tokenizer.vocabSize());
         int position = decoder.length(s.seq);
         int tok = Sampler.sample(logits, s.req.sampling(), position, s.counts);
         if (s.ttft < 0) {
@@ -426,7 +427,7 @@ public final class BatchEngine implements AutoCloseable {
     }
 
     private SequenceEvent.TokenLogprob scored(float[] logits, int tok, int top) {
-        double[] lp = Sampler.logSoftmax(logits);
+        double[] lp = Sampler.logSoftmax(Sampler.limitVocabulary(logits, tokenizer.vocabSize()));
         List<SequenceEvent.TokenLogprob> alts = new ArrayList<>();
         if (top > 0) for (int id : Sampler.topIds(lp, top)) alts.add(info(id, lp[id], null, 0));
         return info(tok, lp[tok], alts, top);

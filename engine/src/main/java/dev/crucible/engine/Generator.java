@@ -41,7 +41,9 @@ public final class Generator {
         if (promptIds.length >= context) {
             throw new IllegalArgumentException("the prompt has " + promptIds.length + " tokens; the model context is " + context);
         }
-        try (Llama.Session s = model.session(context, 64)) {
+        // Prefill in chunks of up to 512 prompt tokens: each chunk reads (and for stored types decodes) every
+        // weight once, so bigger chunks make prompt processing compute-bound; 512 is llama.cpp's micro-batch too.
+        try (Llama.Session s = model.session(context, Math.min(512, promptIds.length))) {
             long t0 = System.nanoTime();
             float[] logits = s.append(promptIds);
             long t1 = System.nanoTime();
@@ -51,7 +53,7 @@ public final class Generator {
             int emitted = 0;
             String finish = "length";
             while (out.size() < maxTokens) {
-                int next = Sampler.sample(logits, sampling, s.length());
+                int next = Sampler.sample(Sampler.limitVocabulary(logits, tokenizer.vocabSize()), sampling, s.length());
                 if (next == eosId) {
                     finish = "stop";
                     break;

@@ -11,6 +11,16 @@ import java.util.Arrays;
 public final class Sampler {
     private Sampler() {}
 
+    /**
+     * Rules out the ids at or past {@code limit} (sets their logits to −∞), in place. A model's vocabulary is often
+     * padded past its tokenizer's (GGUF files list the padding as unused tokens): those ids have no text, so they
+     * must never be sampled, and they get probability 0 in logprobs.
+     */
+    public static float[] limitVocabulary(float[] logits, int limit) {
+        for (int i = Math.max(0, limit); i < logits.length; i++) logits[i] = Float.NEGATIVE_INFINITY;
+        return logits;
+    }
+
     public static int argmax(float[] logits) {
         int best = 0;
         for (int i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;

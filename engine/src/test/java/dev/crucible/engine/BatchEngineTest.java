@@ -201,6 +201,39 @@ class BatchEngineTest {
         }
     }
 
+    /**
+     * A model whose vocabulary is padded past its tokenizer's (as GGUF files and vocab-rounded models are) must never
+     * produce an id without text, even when the padding ids have the highest logits; logprob alternatives skip them.
+     */
+    @Test
+    void paddingIdsPastTheTokenizerAreNeverSampled() throws Exception {
+        try (Llama padded = new Llama(new LlamaConfig(400, 64, 1, 4, 2, 128, 64, 10000f, 1e-5f, false), be)) {
+            padded.initRandom(3, 0.02);
+            // Make ids 257.. dominate every prediction: a large output-head row for each of them.
+            float[] head = padded.read(padded.param("lm_head.weight"));
+            for (int i = 257 * 64; i < head.length; i++) head[i] = 5f * ((i % 3) - 1);
+            be.copyIn(padded.param("lm_head.weight"), java.lang.foreign.MemorySegment.ofArray(head));
+            Generator.Result g = new Generator(padded, tok, -1).generate("hi", 8, new SamplingParams(1.5, 0, 1, 7), List.of(), null);
+            assertEquals(8, g.completionTokens());
+            try (BatchDecoder dec = new BatchDecoder(padded, 2, 16, 16, 64, 4);
+                 BatchEngine e = new BatchEngine(dec, tok, -1, new BatchEngine.Config(4))) {
+                List<SequenceEvent> events = new ArrayList<>();
+                run(e, new CompletionRequest(tok.encodeWithSpecials("hi"), 8, new SamplingParams(1.5, 0, 1, 7), List.of(), 5, false, false), events);
+                int seen = 0;
+                for (SequenceEvent ev : events) {
+                    if (ev instanceof SequenceEvent.Chunk c) {
+                        for (SequenceEvent.TokenLogprob t : c.tokens()) {
+                            assertTrue(t.id() < 257, "sampled padding id " + t.id());
+                            for (SequenceEvent.TokenLogprob alt : t.top()) assertTrue(alt.id() < 257);
+                            seen++;
+                        }
+                    }
+                }
+                assertEquals(8, seen);
+            }
+        }
+    }
+
     @Test
     void samplerPenaltiesAndMinP() {
         float[] logits = {5f, 4.9f, 1f, -3f};

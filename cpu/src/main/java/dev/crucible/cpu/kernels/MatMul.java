@@ -39,7 +39,11 @@ public final class MatMul {
     static final int NC = 8 * NR;
     /** Micro-panels per packing task. */
     static final int PACK_PANELS = 16;
-    static final int SKINNY_M = 4;
+    /**
+     * Below this many rows of C, a matmul is a batch of dot products (decode steps of up to 31 sequences): packing
+     * transposes every element of B once per call, which only pays when many rows reuse it.
+     */
+    static final int SKINNY_M = 32;
 
     public static void gemm(Parallel par, MemorySegment a, MemorySegment b, MemorySegment c, int m, int n, int k,
                             boolean transA, boolean transB, boolean accumulate) {
@@ -55,6 +59,10 @@ public final class MatMul {
         if (bType != DType.F32 && (!transB || transA)) throw new IllegalArgumentException(bType + " b must be (N,K), transB");
         if (m < SKINNY_M) {
             skinny(par, a, b, bType, c, m, n, k, transA, transB, accumulate);
+            return;
+        }
+        if (m <= MC) {
+            oneRowTile(par, a, b, bType, c, m, n, k, transA, transB, accumulate);
             return;
         }
         int mPanels = (m + MR - 1) / MR, nPanels = (n + NR - 1) / NR, kBlocks = (k + KC - 1) / KC;
@@ -95,6 +103,48 @@ public final class MatMul {
                     for (int ip = ip0; ip < ip1; ip++) {
                         int row = ip * MR, rows = Math.min(MR, m - row);
                         kernel(ap, p0 * mPad + ip * MR * kc, bp, bo, kc, acc);
+                        if (rows == MR && cols == NR) storeFull(c, n, row, col, overwrite, acc);
+                        else storeEdge(c, n, row, col, rows, cols, overwrite, acc);
+                    }
+                }
+            }
+        });
+    }
+
+    /** Per-thread scratch for one B panel (NC columns × KC), reused across calls. */
+    private static final ThreadLocal<float[]> PANEL = ThreadLocal.withInitial(() -> new float[NC * KC]);
+
+    /**
+     * M fits one MC tile (batched decode, short prefill chunks): every B element is used by exactly one tile, so
+     * packing all of B up front (an f32 copy of the whole weight matrix, and for stored weight types a decoded one)
+     * buys nothing. Instead each N tile packs its own B panel per K block into a per-thread L2-sized buffer and
+     * runs the same micro-kernels in the same order as {@link #gemm}'s tiles: the results are bit-identical.
+     */
+    private static void oneRowTile(Parallel par, MemorySegment a, MemorySegment b, DType bType, MemorySegment c, int m,
+                                   int n, int k, boolean transA, boolean transB, boolean accumulate) {
+        int mPanels = (m + MR - 1) / MR, nPanels = (n + NR - 1) / NR, mPad = mPanels * MR;
+        float[] ap = new float[mPad * k];
+        for (int p0 = 0; p0 < k; p0 += KC) {
+            int kc = Math.min(KC, k - p0);
+            if (transA) packAT(a, m, p0, kc, 0, mPanels, ap, p0 * mPad);
+            else packA(a, m, k, p0, kc, 0, mPanels, ap, p0 * mPad);
+        }
+        par.forEach(Parallel.chunks(n, NC), t -> {
+            int jp0 = t * NC / NR, jp1 = Math.min(nPanels, jp0 + NC / NR);
+            float[] panel = PANEL.get();
+            float[] acc = new float[MR * NR];
+            for (int p0 = 0; p0 < k; p0 += KC) {
+                int kc = Math.min(KC, k - p0), base = -jp0 * NR * kc; // panel jp lands at (jp − jp0)·NR·kc
+                // Columns past n are never written here, so they may hold an earlier block's values: they only
+                // feed C columns past n, which the stores skip.
+                if (transB) packBT(b, bType, n, k, p0, kc, jp0, jp1, panel, base);
+                else packB(b, n, p0, kc, jp0, jp1, panel, base);
+                boolean overwrite = p0 == 0 && !accumulate;
+                for (int jp = jp0; jp < jp1; jp++) {
+                    int col = jp * NR, cols = Math.min(NR, n - col);
+                    for (int ip = 0; ip < mPanels; ip++) {
+                        int row = ip * MR, rows = Math.min(MR, m - row);
+                        kernel(ap, p0 * mPad + ip * MR * kc, panel, (jp - jp0) * NR * kc, kc, acc);
                         if (rows == MR && cols == NR) storeFull(c, n, row, col, overwrite, acc);
                         else storeEdge(c, n, row, col, rows, cols, overwrite, acc);
                     }
@@ -250,10 +300,24 @@ public final class MatMul {
         par.forEach(Parallel.chunks(n, cols), t -> {
             int j0 = t * cols, j1 = Math.min(n, j0 + cols);
             if (transB) {
-                for (int i = 0; i < m; i++) {
-                    for (int j = j0; j < j1; j++) {
+                // Weight row j outer, activation rows inner: each weight is read from memory once per call, and a
+                // stored type is decoded once (fused into the dot for one row, into an L1 scratch row for more).
+                // Either way a row's sum takes the same operations in the same order as for one activation row
+                // (dot16's order is dot's, dotBlocks mirrors the fused quantized dot), so a sequence's logits do not
+                // depend on how many others share its decode step.
+                boolean blocks = bType.isQuantized();
+                float[] w = bType == DType.F32 || m == 1 ? null : new float[k];
+                float[] scales = blocks && w != null ? new float[k / 32] : null;
+                for (int j = j0; j < j1; j++) {
+                    if (w != null) {
+                        if (blocks) WeightRows.decodeBlocks(bType, b, bType.bytes((long) j * k), k, w, scales);
+                        else WeightRows.decode(bType, b, bType.bytes((long) j * k), k, w, 0);
+                    }
+                    for (int i = 0; i < m; i++) {
                         float s = bType == DType.F32 ? dot(rows[i], b, (long) j * k * 4, k)
-                                : WeightRows.dot(bType, rows[i], 0, b, bType.bytes((long) j * k), k);
+                                : w == null ? WeightRows.dot(bType, rows[i], 0, b, bType.bytes((long) j * k), k)
+                                : blocks ? WeightRows.dotBlocks(rows[i], w, scales, k)
+                                : dot(rows[i], w, k);
                         long ci = (long) i * n + j;
                         c.setAtIndex(F, ci, accumulate ? c.getAtIndex(F, ci) + s : s);
                     }
@@ -285,6 +349,20 @@ public final class MatMul {
         }
         float s = VMath.sum(acc0.add(acc1));
         for (; p < k; p++) s = Math.fma(x[p], b.get(F, off + p * 4L), s);
+        return s;
+    }
+
+    /** The same sum as {@link #dot(float[], MemorySegment, long, int)}, with b in an array. */
+    private static float dot(float[] x, float[] b, int k) {
+        FloatVector acc0 = FloatVector.zero(S), acc1 = FloatVector.zero(S);
+        int p = 0;
+        for (int end = k - 2 * VL; p <= end; p += 2 * VL) {
+            acc0 = FloatVector.fromArray(S, x, p).fma(FloatVector.fromArray(S, b, p), acc0);
+            acc1 = FloatVector.fromArray(S, x, p + VL).fma(FloatVector.fromArray(S, b, p + VL), acc1);
+        }
+        for (int end = k - VL; p <= end; p += VL) acc0 = FloatVector.fromArray(S, x, p).fma(FloatVector.fromArray(S, b, p), acc0);
+        float s = VMath.sum(acc0.add(acc1));
+        for (; p < k; p++) s = Math.fma(x[p], b[p], s);
         return s;
     }
 

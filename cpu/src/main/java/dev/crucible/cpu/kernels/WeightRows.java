@@ -160,6 +160,62 @@ public final class WeightRows {
         return VMath.sum(acc0.add(acc1));
     }
 
+    /**
+     * Q8_0/Q4_0 rows for several activation rows: the block values (q, or q − 8) as floats into q[0..k) and the
+     * block scales into d[0..k/32), once per weight row; then {@link #dotBlocks} per activation row.
+     */
+    public static void decodeBlocks(DType type, MemorySegment s, long at, int k, float[] q, float[] d) {
+        boolean q8 = type == DType.Q8_0;
+        int bb = q8 ? 34 : 18;
+        for (int b = 0; b < k / 32; b++) {
+            long o = at + (long) bb * b;
+            d[b] = Float.float16ToFloat(s.get(I16, o));
+            if (!WIDE) {
+                float[] one = new float[32];
+                dev.crucible.tensor.Blocks.decode(type, s, o, 32, one, 0);
+                System.arraycopy(one, 0, q, b * 32, 32); // already scaled: dotBlocks' scalar path multiplies by 1
+                d[b] = 1f;
+            } else if (q8) {
+                q8(s, o + 2).intoArray(q, b * 32);
+                q8(s, o + 18).intoArray(q, b * 32 + 16);
+            } else {
+                IntVector v = nibbleBytes(ByteVector.fromMemorySegment(BS, s, o + 2, LE));
+                lowNibbles(v).intoArray(q, b * 32);
+                highNibbles(v).intoArray(q, b * 32 + 16);
+            }
+        }
+    }
+
+    /**
+     * The dot of x with a row from {@link #decodeBlocks}, in exactly the operations and order of {@link #dot} on
+     * the stored row, so a row gives the same bits whether it was one of one or one of many.
+     */
+    public static float dotBlocks(float[] x, float[] q, float[] d, int k) {
+        if (!WIDE) {
+            float sum = 0;
+            for (int p = 0; p < k; p++) sum = Math.fma(x[p], q[p] * d[p / 32], sum);
+            return sum;
+        }
+        FloatVector acc0 = FloatVector.zero(FS), acc1 = FloatVector.zero(FS);
+        int blocks = k / 32, b = 0;
+        for (; b + 2 <= blocks; b += 2) {
+            int p = b * 32;
+            FloatVector t0 = FloatVector.fromArray(FS, q, p).mul(FloatVector.fromArray(FS, x, p));
+            t0 = FloatVector.fromArray(FS, q, p + 16).fma(FloatVector.fromArray(FS, x, p + 16), t0);
+            FloatVector t1 = FloatVector.fromArray(FS, q, p + 32).mul(FloatVector.fromArray(FS, x, p + 32));
+            t1 = FloatVector.fromArray(FS, q, p + 48).fma(FloatVector.fromArray(FS, x, p + 48), t1);
+            acc0 = t0.fma(FloatVector.broadcast(FS, d[b]), acc0);
+            acc1 = t1.fma(FloatVector.broadcast(FS, d[b + 1]), acc1);
+        }
+        if (b < blocks) {
+            int p = b * 32;
+            FloatVector t0 = FloatVector.fromArray(FS, q, p).mul(FloatVector.fromArray(FS, x, p));
+            t0 = FloatVector.fromArray(FS, q, p + 16).fma(FloatVector.fromArray(FS, x, p + 16), t0);
+            acc0 = t0.fma(FloatVector.broadcast(FS, d[b]), acc0);
+        }
+        return VMath.sum(acc0.add(acc1));
+    }
+
     /** Decode, then a plain fused multiply-add loop (machines without 512-bit vectors). */
     static float scalarDot(DType type, float[] x, int xo, MemorySegment s, long at, int k) {
         float[] w = new float[k];

@@ -1,0 +1,51 @@
+package dev.crucible.cpu;
+
+import dev.crucible.backend.Backend;
+import dev.crucible.backend.Buffer;
+import dev.crucible.backend.Op;
+import dev.crucible.tensor.Blocks;
+import dev.crucible.tensor.DType;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+import java.lang.foreign.MemorySegment;
+import java.util.Random;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+/**
+ * A decode step's matmul for one sequence must give the same bits whether the step holds that sequence alone or
+ * with others (M = 1 takes the fused weight-row kernel, M > 1 decodes each weight row once and reuses it), or a
+ * sampled text would depend on server load.
+ */
+class WeightMatmulTest {
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F32", "F16", "BF16", "Q8_0", "Q4_0"})
+    void aRowGivesTheSameBitsAloneAndInABatch(DType type) {
+        int n = 70, k = 320, m = 7;
+        Random r = new Random(5);
+        float[] w = new float[n * k], x = new float[m * k];
+        for (int i = 0; i < w.length; i++) w[i] = (float) r.nextGaussian();
+        for (int i = 0; i < x.length; i++) x[i] = (float) r.nextGaussian();
+        try (Backend be = new CpuBackend(2)) {
+            Buffer b = be.allocate(type, (long) n * k);
+            be.copyIn(b, type == DType.F32 ? MemorySegment.ofArray(w) : MemorySegment.ofArray(Blocks.encode(type, w, 0, w.length)));
+            Buffer a = be.allocate(DType.F32, (long) m * k), c = be.allocate(DType.F32, (long) m * n);
+            be.copyIn(a, MemorySegment.ofArray(x));
+            be.run(new Op.MatMul(a, b, c, m, n, k, false, true, false));
+            float[] all = new float[m * n];
+            be.copyOut(c, MemorySegment.ofArray(all));
+            for (int row = 0; row < m; row++) {
+                Buffer one = be.allocate(DType.F32, n);
+                be.run(new Op.MatMul(a.slice((long) row * k, k), b, one, 1, n, k, false, true, false));
+                float[] alone = new float[n];
+                be.copyOut(one, MemorySegment.ofArray(alone));
+                for (int j = 0; j < n; j++) {
+                    assertEquals(Float.floatToRawIntBits(alone[j]), Float.floatToRawIntBits(all[row * n + j]),
+                            type + " row " + row + " col " + j + ": " + alone[j] + " vs " + all[row * n + j]);
+                }
+                one.close();
+            }
+        }
+    }
+}
