@@ -2,5 +2,6 @@
 module dev.crucible.engine {
     requires transitive dev.crucible.model;
     requires transitive dev.crucible.formats;
+    requires jinjava; // chat templates (automatic module)
     exports dev.crucible.engine;
 }

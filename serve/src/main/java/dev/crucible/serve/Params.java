@@ -39,7 +39,12 @@ record Params(boolean chat, List<int[]> prompts, List<String> promptTexts, int m
                 }
                 list.add(new ChatTemplate.Message(role.asText().equals("developer") ? "system" : role.asText(), content(m.get("content"), p)));
             }
-            String text = template.render(list, tok);
+            String text;
+            try {
+                text = template.render(list, tok);
+            } catch (ChatTemplate.RenderException e) {
+                throw ApiError.invalid(e.getMessage(), "messages");
+            }
             texts.add(text);
             prompts.add(tok.encodeWithSpecials(text));
             stops.addAll(template.stops());
