@@ -22,7 +22,7 @@ class WeightMatmulTest {
     @ParameterizedTest
     @EnumSource(value = DType.class, names = {"F32", "F16", "BF16", "Q8_0", "Q4_0"})
     void aRowGivesTheSameBitsAloneAndInABatch(DType type) {
-        int n = 70, k = 320, m = 7;
+        int n = 71, k = 320, m = 7;
         Random r = new Random(5);
         float[] w = new float[n * k], x = new float[m * k];
         for (int i = 0; i < w.length; i++) w[i] = (float) r.nextGaussian();

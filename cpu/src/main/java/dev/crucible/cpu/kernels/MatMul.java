@@ -300,26 +300,35 @@ public final class MatMul {
         par.forEach(Parallel.chunks(n, cols), t -> {
             int j0 = t * cols, j1 = Math.min(n, j0 + cols);
             if (transB) {
-                // Weight row j outer, activation rows inner: each weight is read from memory once per call, and a
-                // stored type is decoded once (fused into the dot for one row, into an L1 scratch row for more).
-                // Either way a row's sum takes the same operations in the same order as for one activation row
-                // (dot16's order is dot's, dotBlocks mirrors the fused quantized dot), so a sequence's logits do not
-                // depend on how many others share its decode step.
-                boolean blocks = bType.isQuantized();
-                float[] w = bType == DType.F32 || m == 1 ? null : new float[k];
-                float[] scales = blocks && w != null ? new float[k / 32] : null;
-                for (int j = j0; j < j1; j++) {
-                    if (w != null) {
-                        if (blocks) WeightRows.decodeBlocks(bType, b, bType.bytes((long) j * k), k, w, scales);
-                        else WeightRows.decode(bType, b, bType.bytes((long) j * k), k, w, 0);
+                // One activation row: each weight row is streamed once through a fused decode-and-dot. Several
+                // rows: weight rows are decoded (or copied) two at a time into L1 and dotted with four activation
+                // rows at once (tile42: 8 accumulators, each weight and activation vector loaded once per tile).
+                // Every (row, column) sum has the same operations in the same order either way (see
+                // WeightRows.dot), so a sequence's logits do not depend on how many others share its decode step.
+                if (m == 1) {
+                    for (int j = j0; j < j1; j++) {
+                        float s = bType == DType.F32 ? dot(rows[0], b, (long) j * k * 4, k)
+                                : WeightRows.dot(bType, rows[0], 0, b, bType.bytes((long) j * k), k);
+                        store(c, j, s, accumulate);
                     }
-                    for (int i = 0; i < m; i++) {
-                        float s = bType == DType.F32 ? dot(rows[i], b, (long) j * k * 4, k)
-                                : w == null ? WeightRows.dot(bType, rows[i], 0, b, bType.bytes((long) j * k), k)
-                                : blocks ? WeightRows.dotBlocks(rows[i], w, scales, k)
-                                : dot(rows[i], w, k);
-                        long ci = (long) i * n + j;
-                        c.setAtIndex(F, ci, accumulate ? c.getAtIndex(F, ci) + s : s);
+                } else {
+                    float[] w0 = new float[k], w1 = new float[k], out = new float[8];
+                    for (int j = j0; j < j1; j += 2) {
+                        boolean pair = j + 1 < j1;
+                        weightRow(b, bType, j, k, w0);
+                        if (pair) weightRow(b, bType, j + 1, k, w1);
+                        int i = 0;
+                        for (; pair && i + 4 <= m; i += 4) {
+                            tile42(rows[i], rows[i + 1], rows[i + 2], rows[i + 3], w0, w1, k, out);
+                            for (int r = 0; r < 4; r++) {
+                                store(c, (long) (i + r) * n + j, out[2 * r], accumulate);
+                                store(c, (long) (i + r) * n + j + 1, out[2 * r + 1], accumulate);
+                            }
+                        }
+                        for (; i < m; i++) {
+                            store(c, (long) i * n + j, dot(rows[i], w0, k), accumulate);
+                            if (pair) store(c, (long) i * n + j + 1, dot(rows[i], w1, k), accumulate);
+                        }
                     }
                 }
             } else {
@@ -336,34 +345,80 @@ public final class MatMul {
         });
     }
 
+    /** Σ x[p]·b[p] in one vector accumulator, then {@link VMath#sum}, then the tail: {@link WeightRows#dot}'s order. */
     private static float dot(float[] x, MemorySegment b, long off, int k) {
-        FloatVector acc0 = FloatVector.zero(S), acc1 = FloatVector.zero(S);
+        FloatVector acc = FloatVector.zero(S);
         int p = 0;
-        for (int end = k - 2 * VL; p <= end; p += 2 * VL) {
-            acc0 = FloatVector.fromArray(S, x, p).fma(FloatVector.fromMemorySegment(S, b, off + p * 4L, NATIVE), acc0);
-            acc1 = FloatVector.fromArray(S, x, p + VL)
-                    .fma(FloatVector.fromMemorySegment(S, b, off + (p + VL) * 4L, NATIVE), acc1);
-        }
         for (int end = k - VL; p <= end; p += VL) {
-            acc0 = FloatVector.fromArray(S, x, p).fma(FloatVector.fromMemorySegment(S, b, off + p * 4L, NATIVE), acc0);
+            acc = FloatVector.fromMemorySegment(S, b, off + p * 4L, NATIVE).fma(FloatVector.fromArray(S, x, p), acc);
         }
-        float s = VMath.sum(acc0.add(acc1));
+        float s = VMath.sum(acc);
         for (; p < k; p++) s = Math.fma(x[p], b.get(F, off + p * 4L), s);
         return s;
     }
 
-    /** The same sum as {@link #dot(float[], MemorySegment, long, int)}, with b in an array. */
+    /** The same sum with b in an array. */
     private static float dot(float[] x, float[] b, int k) {
-        FloatVector acc0 = FloatVector.zero(S), acc1 = FloatVector.zero(S);
+        FloatVector acc = FloatVector.zero(S);
         int p = 0;
-        for (int end = k - 2 * VL; p <= end; p += 2 * VL) {
-            acc0 = FloatVector.fromArray(S, x, p).fma(FloatVector.fromArray(S, b, p), acc0);
-            acc1 = FloatVector.fromArray(S, x, p + VL).fma(FloatVector.fromArray(S, b, p + VL), acc1);
-        }
-        for (int end = k - VL; p <= end; p += VL) acc0 = FloatVector.fromArray(S, x, p).fma(FloatVector.fromArray(S, b, p), acc0);
-        float s = VMath.sum(acc0.add(acc1));
+        for (int end = k - VL; p <= end; p += VL) acc = FloatVector.fromArray(S, b, p).fma(FloatVector.fromArray(S, x, p), acc);
+        float s = VMath.sum(acc);
         for (; p < k; p++) s = Math.fma(x[p], b[p], s);
         return s;
+    }
+
+    /** Weight row j (N,K) as floats: copied for F32, decoded exactly otherwise. */
+    private static void weightRow(MemorySegment b, DType type, int j, int k, float[] w) {
+        if (type == DType.F32) MemorySegment.copy(b, F, (long) j * k * 4, w, 0, k);
+        else WeightRows.decode(type, b, type.bytes((long) j * k), k, w, 0);
+    }
+
+    private static void store(MemorySegment c, long ci, float v, boolean accumulate) {
+        c.setAtIndex(F, ci, accumulate ? c.getAtIndex(F, ci) + v : v);
+    }
+
+    /**
+     * out[2r + q] = dot(x_r, w_q) for four activation rows and two weight rows, each with its own accumulator and in
+     * {@link #dot(float[], float[], int)}'s order.
+     */
+    private static void tile42(float[] x0, float[] x1, float[] x2, float[] x3, float[] w0, float[] w1, int k, float[] out) {
+        FloatVector c00 = FloatVector.zero(S), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+        int p = 0;
+        for (int end = k - VL; p <= end; p += VL) {
+            FloatVector b0 = FloatVector.fromArray(S, w0, p), b1 = FloatVector.fromArray(S, w1, p);
+            FloatVector a = FloatVector.fromArray(S, x0, p);
+            c00 = b0.fma(a, c00);
+            c01 = b1.fma(a, c01);
+            a = FloatVector.fromArray(S, x1, p);
+            c10 = b0.fma(a, c10);
+            c11 = b1.fma(a, c11);
+            a = FloatVector.fromArray(S, x2, p);
+            c20 = b0.fma(a, c20);
+            c21 = b1.fma(a, c21);
+            a = FloatVector.fromArray(S, x3, p);
+            c30 = b0.fma(a, c30);
+            c31 = b1.fma(a, c31);
+        }
+        float s00 = VMath.sum(c00), s01 = VMath.sum(c01), s10 = VMath.sum(c10), s11 = VMath.sum(c11);
+        float s20 = VMath.sum(c20), s21 = VMath.sum(c21), s30 = VMath.sum(c30), s31 = VMath.sum(c31);
+        for (; p < k; p++) {
+            s00 = Math.fma(x0[p], w0[p], s00);
+            s01 = Math.fma(x0[p], w1[p], s01);
+            s10 = Math.fma(x1[p], w0[p], s10);
+            s11 = Math.fma(x1[p], w1[p], s11);
+            s20 = Math.fma(x2[p], w0[p], s20);
+            s21 = Math.fma(x2[p], w1[p], s21);
+            s30 = Math.fma(x3[p], w0[p], s30);
+            s31 = Math.fma(x3[p], w1[p], s31);
+        }
+        out[0] = s00;
+        out[1] = s01;
+        out[2] = s10;
+        out[3] = s11;
+        out[4] = s20;
+        out[5] = s21;
+        out[6] = s30;
+        out[7] = s31;
     }
 
     private static void axpy(float alpha, MemorySegment b, long off, float[] acc) {

@@ -76,144 +76,49 @@ public final class WeightRows {
     }
 
     /**
-     * Σ_p x[xo + p] · w[p] over k elements of a stored weight row starting at byte {@code at}. Quantized blocks are
-     * summed per block and then scaled (d · Σ q·x), which is how the integer kernels of llama.cpp round too.
+     * Σ_p x[xo + p] · w[p] over k elements of a stored weight row starting at byte {@code at}, w being the exactly
+     * decoded values (for Q8_0/Q4_0 q·d is exact in f32: at most 19 significant bits). The sum runs in one vector
+     * accumulator, 16 elements at a time, then {@link VMath#sum}, then the elements past the last whole vector:
+     * the same operations in the same order as {@link MatMul}'s f32 dot on the decoded row, so a row gives the same
+     * bits whichever kernel (fused here, or decode-then-tile for several activation rows) computed it.
      */
     public static float dot(DType type, float[] x, int xo, MemorySegment s, long at, int k) {
         if (!WIDE) return scalarDot(type, x, xo, s, at, k);
-        return switch (type) {
-            case F16, BF16 -> dot16(type, x, xo, s, at, k);
-            case Q8_0 -> dotQ8(x, xo, s, at, k);
-            case Q4_0 -> dotQ4(x, xo, s, at, k);
-            default -> throw new IllegalArgumentException("no weight-row dot for " + type);
-        };
-    }
-
-    private static float dot16(DType type, float[] x, int xo, MemorySegment s, long at, int k) {
-        FloatVector acc0 = FloatVector.zero(FS), acc1 = FloatVector.zero(FS);
-        boolean half = type == DType.F16;
+        FloatVector acc = FloatVector.zero(FS);
         int p = 0;
-        for (; p + 32 <= k; p += 32) {
-            FloatVector w0 = half ? f16(s, at + 2L * p) : bf16(s, at + 2L * p);
-            FloatVector w1 = half ? f16(s, at + 2L * p + 32) : bf16(s, at + 2L * p + 32);
-            acc0 = w0.fma(FloatVector.fromArray(FS, x, xo + p), acc0);
-            acc1 = w1.fma(FloatVector.fromArray(FS, x, xo + p + 16), acc1);
-        }
-        for (; p + 16 <= k; p += 16) {
-            FloatVector w0 = half ? f16(s, at + 2L * p) : bf16(s, at + 2L * p);
-            acc0 = w0.fma(FloatVector.fromArray(FS, x, xo + p), acc0);
-        }
-        float sum = VMath.sum(acc0.add(acc1));
-        for (; p < k; p++) {
-            short h = s.get(I16, at + 2L * p);
-            sum = Math.fma(x[xo + p], half ? Float.float16ToFloat(h) : dev.crucible.tensor.Blocks.fromBf16(h), sum);
-        }
-        return sum;
-    }
-
-    private static float dotQ8(float[] x, int xo, MemorySegment s, long at, int k) {
-        FloatVector acc0 = FloatVector.zero(FS), acc1 = FloatVector.zero(FS);
-        int blocks = k / 32, b = 0;
-        for (; b + 2 <= blocks; b += 2) {
-            long o = at + 34L * b;
-            int p = xo + b * 32;
-            FloatVector t0 = q8(s, o + 2).mul(FloatVector.fromArray(FS, x, p));
-            t0 = q8(s, o + 18).fma(FloatVector.fromArray(FS, x, p + 16), t0);
-            FloatVector t1 = q8(s, o + 36).mul(FloatVector.fromArray(FS, x, p + 32));
-            t1 = q8(s, o + 52).fma(FloatVector.fromArray(FS, x, p + 48), t1);
-            acc0 = t0.fma(FloatVector.broadcast(FS, Float.float16ToFloat(s.get(I16, o))), acc0);
-            acc1 = t1.fma(FloatVector.broadcast(FS, Float.float16ToFloat(s.get(I16, o + 34))), acc1);
-        }
-        if (b < blocks) {
-            long o = at + 34L * b;
-            int p = xo + b * 32;
-            FloatVector t0 = q8(s, o + 2).mul(FloatVector.fromArray(FS, x, p));
-            t0 = q8(s, o + 18).fma(FloatVector.fromArray(FS, x, p + 16), t0);
-            acc0 = t0.fma(FloatVector.broadcast(FS, Float.float16ToFloat(s.get(I16, o))), acc0);
-        }
-        return VMath.sum(acc0.add(acc1));
-    }
-
-    private static float dotQ4(float[] x, int xo, MemorySegment s, long at, int k) {
-        FloatVector acc0 = FloatVector.zero(FS), acc1 = FloatVector.zero(FS);
-        int blocks = k / 32, b = 0;
-        for (; b + 2 <= blocks; b += 2) {
-            long o = at + 18L * b;
-            int p = xo + b * 32;
-            IntVector q0 = nibbleBytes(ByteVector.fromMemorySegment(BS, s, o + 2, LE));
-            IntVector q1 = nibbleBytes(ByteVector.fromMemorySegment(BS, s, o + 20, LE));
-            FloatVector t0 = lowNibbles(q0).mul(FloatVector.fromArray(FS, x, p));
-            t0 = highNibbles(q0).fma(FloatVector.fromArray(FS, x, p + 16), t0);
-            FloatVector t1 = lowNibbles(q1).mul(FloatVector.fromArray(FS, x, p + 32));
-            t1 = highNibbles(q1).fma(FloatVector.fromArray(FS, x, p + 48), t1);
-            acc0 = t0.fma(FloatVector.broadcast(FS, Float.float16ToFloat(s.get(I16, o))), acc0);
-            acc1 = t1.fma(FloatVector.broadcast(FS, Float.float16ToFloat(s.get(I16, o + 18))), acc1);
-        }
-        if (b < blocks) {
-            long o = at + 18L * b;
-            int p = xo + b * 32;
-            IntVector q0 = nibbleBytes(ByteVector.fromMemorySegment(BS, s, o + 2, LE));
-            FloatVector t0 = lowNibbles(q0).mul(FloatVector.fromArray(FS, x, p));
-            t0 = highNibbles(q0).fma(FloatVector.fromArray(FS, x, p + 16), t0);
-            acc0 = t0.fma(FloatVector.broadcast(FS, Float.float16ToFloat(s.get(I16, o))), acc0);
-        }
-        return VMath.sum(acc0.add(acc1));
-    }
-
-    /**
-     * Q8_0/Q4_0 rows for several activation rows: the block values (q, or q − 8) as floats into q[0..k) and the
-     * block scales into d[0..k/32), once per weight row; then {@link #dotBlocks} per activation row.
-     */
-    public static void decodeBlocks(DType type, MemorySegment s, long at, int k, float[] q, float[] d) {
-        boolean q8 = type == DType.Q8_0;
-        int bb = q8 ? 34 : 18;
-        for (int b = 0; b < k / 32; b++) {
-            long o = at + (long) bb * b;
-            d[b] = Float.float16ToFloat(s.get(I16, o));
-            if (!WIDE) {
-                float[] one = new float[32];
-                dev.crucible.tensor.Blocks.decode(type, s, o, 32, one, 0);
-                System.arraycopy(one, 0, q, b * 32, 32); // already scaled: dotBlocks' scalar path multiplies by 1
-                d[b] = 1f;
-            } else if (q8) {
-                q8(s, o + 2).intoArray(q, b * 32);
-                q8(s, o + 18).intoArray(q, b * 32 + 16);
-            } else {
-                IntVector v = nibbleBytes(ByteVector.fromMemorySegment(BS, s, o + 2, LE));
-                lowNibbles(v).intoArray(q, b * 32);
-                highNibbles(v).intoArray(q, b * 32 + 16);
+        switch (type) {
+            case F16, BF16 -> {
+                boolean half = type == DType.F16;
+                for (; p + 16 <= k; p += 16) {
+                    FloatVector w = half ? f16(s, at + 2L * p) : bf16(s, at + 2L * p);
+                    acc = w.fma(FloatVector.fromArray(FS, x, xo + p), acc);
+                }
+                float sum = VMath.sum(acc);
+                for (; p < k; p++) {
+                    short h = s.get(I16, at + 2L * p);
+                    sum = Math.fma(x[xo + p], half ? Float.float16ToFloat(h) : dev.crucible.tensor.Blocks.fromBf16(h), sum);
+                }
+                return sum;
             }
+            case Q8_0 -> {
+                for (long o = at; p < k; p += 32, o += 34) {
+                    FloatVector d = FloatVector.broadcast(FS, Float.float16ToFloat(s.get(I16, o)));
+                    acc = q8(s, o + 2).mul(d).fma(FloatVector.fromArray(FS, x, xo + p), acc);
+                    acc = q8(s, o + 18).mul(d).fma(FloatVector.fromArray(FS, x, xo + p + 16), acc);
+                }
+                return VMath.sum(acc);
+            }
+            case Q4_0 -> {
+                for (long o = at; p < k; p += 32, o += 18) {
+                    FloatVector d = FloatVector.broadcast(FS, Float.float16ToFloat(s.get(I16, o)));
+                    IntVector q = nibbleBytes(ByteVector.fromMemorySegment(BS, s, o + 2, LE));
+                    acc = lowNibbles(q).mul(d).fma(FloatVector.fromArray(FS, x, xo + p), acc);
+                    acc = highNibbles(q).mul(d).fma(FloatVector.fromArray(FS, x, xo + p + 16), acc);
+                }
+                return VMath.sum(acc);
+            }
+            default -> throw new IllegalArgumentException("no weight-row dot for " + type);
         }
-    }
-
-    /**
-     * The dot of x with a row from {@link #decodeBlocks}, in exactly the operations and order of {@link #dot} on
-     * the stored row, so a row gives the same bits whether it was one of one or one of many.
-     */
-    public static float dotBlocks(float[] x, float[] q, float[] d, int k) {
-        if (!WIDE) {
-            float sum = 0;
-            for (int p = 0; p < k; p++) sum = Math.fma(x[p], q[p] * d[p / 32], sum);
-            return sum;
-        }
-        FloatVector acc0 = FloatVector.zero(FS), acc1 = FloatVector.zero(FS);
-        int blocks = k / 32, b = 0;
-        for (; b + 2 <= blocks; b += 2) {
-            int p = b * 32;
-            FloatVector t0 = FloatVector.fromArray(FS, q, p).mul(FloatVector.fromArray(FS, x, p));
-            t0 = FloatVector.fromArray(FS, q, p + 16).fma(FloatVector.fromArray(FS, x, p + 16), t0);
-            FloatVector t1 = FloatVector.fromArray(FS, q, p + 32).mul(FloatVector.fromArray(FS, x, p + 32));
-            t1 = FloatVector.fromArray(FS, q, p + 48).fma(FloatVector.fromArray(FS, x, p + 48), t1);
-            acc0 = t0.fma(FloatVector.broadcast(FS, d[b]), acc0);
-            acc1 = t1.fma(FloatVector.broadcast(FS, d[b + 1]), acc1);
-        }
-        if (b < blocks) {
-            int p = b * 32;
-            FloatVector t0 = FloatVector.fromArray(FS, q, p).mul(FloatVector.fromArray(FS, x, p));
-            t0 = FloatVector.fromArray(FS, q, p + 16).fma(FloatVector.fromArray(FS, x, p + 16), t0);
-            acc0 = t0.fma(FloatVector.broadcast(FS, d[b]), acc0);
-        }
-        return VMath.sum(acc0.add(acc1));
     }
 
     /** Decode, then a plain fused multiply-add loop (machines without 512-bit vectors). */
