@@ -39,41 +39,57 @@ public final class Sampler {
         float[] x = p.penalized() && counts != null ? penalize(logits, p, counts) : logits;
         if (p.greedy()) return argmax(x);
         int v = x.length;
-        Integer[] order = new Integer[v];
-        for (int i = 0; i < v; i++) order[i] = i;
-        // Sort by logit, descending; ties by id so the order is total and reproducible.
-        final float[] y = x;
-        Arrays.sort(order, (a, b) -> y[a] != y[b] ? Float.compare(y[b], y[a]) : Integer.compare(a, b));
-        int keep = p.topK() > 0 ? Math.min(p.topK(), v) : v;
-        double max = x[order[0]] / p.temperature();
-        double[] prob = new double[keep];
-        double sum = 0;
-        for (int i = 0; i < keep; i++) {
-            prob[i] = Math.exp(x[order[i]] / p.temperature() - max);
-            if (p.minP() > 0 && prob[i] < p.minP()) {       // prob[0] = 1: relative to the most likely token
-                keep = i;
-                break;
+        double t = p.temperature();
+        float top = Float.NEGATIVE_INFINITY;
+        for (float f : x) top = Math.max(top, f);
+        double max = top / t;
+        // Candidates: tokens within e^-40 of the most likely (the rest cannot change a double-precision draw) and,
+        // with min-p, at least min-p times its probability. No full sort of the vocabulary per token.
+        double floor = Math.max(p.minP() > 0 ? p.minP() : 0, Math.exp(-40));
+        int[] ids = new int[v];
+        double[] w = new double[v];
+        int n = 0;
+        for (int i = 0; i < v; i++) {
+            double e = Math.exp(x[i] / t - max);
+            if (e >= floor) {
+                ids[n] = i;
+                w[n++] = e;
             }
-            sum += prob[i];
         }
-        if (p.topP() < 1) {
-            double cum = 0;
-            for (int i = 0; i < keep; i++) {
-                cum += prob[i] / sum;
-                if (cum >= p.topP()) {
-                    keep = i + 1;
-                    break;
+        if (p.topK() > 0 || p.topP() < 1) {
+            // Most likely first, ties by id: keys sort ascending as (−logit, id).
+            long[] keys = new long[n];
+            for (int c = 0; c < n; c++) {
+                int bits = Float.floatToIntBits(x[ids[c]]);
+                int ordered = bits >= 0 ? bits : bits ^ 0x7fffffff;  // signed int order = float order
+                keys[c] = ((long) ~ordered << 32) | ids[c];           // descending logit, then ascending id
+            }
+            java.util.Arrays.sort(keys);
+            for (int c = 0; c < n; c++) {
+                ids[c] = (int) keys[c];
+                w[c] = Math.exp(x[ids[c]] / t - max);
+            }
+            if (p.topK() > 0) n = Math.min(n, p.topK());
+            if (p.topP() < 1) {
+                double sum = 0, cum = 0;
+                for (int c = 0; c < n; c++) sum += w[c];
+                for (int c = 0; c < n; c++) {
+                    cum += w[c] / sum;
+                    if (cum >= p.topP()) {
+                        n = c + 1;
+                        break;
+                    }
                 }
             }
-            sum = 0;
-            for (int i = 0; i < keep; i++) sum += prob[i];
         }
+        double sum = 0;
+        for (int c = 0; c < n; c++) sum += w[c];
         double u = Rng.keyed(p.seed(), Rng.key("sample"), position).nextDouble() * sum;
-        for (int i = 0; i < keep; i++) {
-            u -= prob[i];
-            if (u < 0) return order[i];
+        for (int c = 0; c < n; c++) {
+            u -= w[c];
+            if (u < 0) return ids[c];
         }
-        return order[keep - 1];
+        return ids[n - 1];
     }
 
     /** A copy of the logits with repetition, frequency and presence penalties applied. */

@@ -234,6 +234,25 @@ class BatchEngineTest {
         }
     }
 
+    /** top-k keeps the most likely tokens, ties broken by the smaller id, across signs and magnitudes. */
+    @Test
+    void topKKeepsTheMostLikely() {
+        float[] logits = {-3f, 2.5f, 0f, 2.5f, -0.5f, 7f, -7f, 1e-3f};
+        for (int seed = 0; seed < 50; seed++) {
+            assertEquals(5, Sampler.sample(logits, new SamplingParams(1, 1, 1, seed), 0));
+            int two = Sampler.sample(logits, new SamplingParams(100, 2, 1, seed), 3);
+            assertTrue(two == 5 || two == 1, "top-2 gave " + two);   // 2.5 at ids 1 and 3: id 1 wins the tie
+            int three = Sampler.sample(new float[] {-1f, -2f, -0.5f, -3f}, new SamplingParams(100, 2, 1, seed), 1);
+            assertTrue(three == 2 || three == 0, "top-2 of negatives gave " + three);
+        }
+        float[] flat = new float[32000];
+        int[] seen = new int[32000];
+        for (int i = 0; i < 2000; i++) seen[Sampler.sample(flat, new SamplingParams(1, 0, 1, i), i)]++;
+        int distinct = 0;
+        for (int c : seen) if (c > 0) distinct++;
+        assertTrue(distinct > 1500, "a flat distribution should spread: " + distinct);
+    }
+
     @Test
     void samplerPenaltiesAndMinP() {
         float[] logits = {5f, 4.9f, 1f, -3f};
