@@ -591,6 +591,15 @@ final class BenchCommand implements Runnable {
 
         void reset() { time.clear(); }
 
+        /** What {@link #print} writes, as text. */
+        String report(int steps) {
+            java.io.StringWriter sw = new java.io.StringWriter();
+            PrintWriter pw = new PrintWriter(sw);
+            print(pw, steps);
+            pw.flush();
+            return sw.toString();
+        }
+
         void print(PrintWriter out, int steps) {
             long total = time.values().stream().mapToLong(v -> v[0]).sum();
             out.printf(Locale.ROOT, "  profile: %.1f ms of ops per step%n", total / 1e6 / steps);

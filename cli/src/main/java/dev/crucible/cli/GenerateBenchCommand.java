@@ -94,6 +94,8 @@ final class GenerateBenchCommand implements Callable<Integer> {
         }
     }
 
+    private String prefillProfile = "";
+
     private int run(Llama m) {
         LlamaConfig c = m.config();
         if (promptTokens + genTokens > c.context()) {
@@ -111,9 +113,13 @@ final class GenerateBenchCommand implements Callable<Integer> {
         double[] pre = new double[reps], dec = new double[reps];
         for (int r = -1; r < reps; r++) {
             try (Llama.Session s = m.session(promptTokens + genTokens, prefillChunk)) {
+                if (m.backend() instanceof BenchCommand.Profiler p) p.reset();
                 long t0 = System.nanoTime();
                 float[] logits = s.append(prompt);
-                if (m.backend() instanceof BenchCommand.Profiler p) p.reset();
+                if (m.backend() instanceof BenchCommand.Profiler p) {
+                    if (r == reps - 1) prefillProfile = p.report(1);
+                    p.reset();
+                }
                 long t1 = System.nanoTime();
                 for (int i = 0; i < genTokens; i++) logits = s.append(new int[]{dev.crucible.engine.Sampler.argmax(logits)});
                 long t2 = System.nanoTime();
@@ -130,6 +136,9 @@ final class GenerateBenchCommand implements Callable<Integer> {
         System.out.printf("decode (%d tokens):            %.1f tok/s median (%.1f - %.1f)%n", genTokens, dec[reps / 2], dec[0], dec[reps - 1]);
         System.out.printf("decode roofline at the measured bandwidth: %.1f tok/s; decode reaches %.0f%% of it%n", roof, 100 * dec[reps / 2] / roof);
         if (m.backend() instanceof BenchCommand.Profiler p) {
+            System.out.println("prefill of " + promptTokens + " tokens (last round):");
+            System.out.print(prefillProfile);
+            System.out.println("decode, per token (last round):");
             java.io.PrintWriter pw = new java.io.PrintWriter(System.out, true);
             p.print(pw, genTokens);
             pw.flush();
