@@ -35,6 +35,16 @@ public final class MatMul {
     static final int NR = 2 * VL;
     /** K block: the B micro-panel (KC × NR floats) stays in L1, the packed A tile (MC × KC) in L2. */
     public static final int KC = 256;
+    /**
+     * K up to this is one block (the B micro-panel, K × NR floats, still fits L1): a K of 288 as 256 + 32 would
+     * store and reload every C tile for a 32-deep second pass.
+     */
+    static final int KC_SINGLE = 320;
+
+    /** The K block for a given K: depends on the shape only (so on nothing a thread count could change). */
+    static int blockK(int k) {
+        return k <= KC_SINGLE ? k : KC;
+    }
     static final int MC = 32 * MR;
     static final int NC = 8 * NR;
     /** Micro-panels per packing task. */
@@ -65,7 +75,8 @@ public final class MatMul {
             oneRowTile(par, a, b, bType, c, m, n, k, transA, transB, accumulate);
             return;
         }
-        int mPanels = (m + MR - 1) / MR, nPanels = (n + NR - 1) / NR, kBlocks = (k + KC - 1) / KC;
+        int kb = blockK(k);
+        int mPanels = (m + MR - 1) / MR, nPanels = (n + NR - 1) / NR, kBlocks = (k + kb - 1) / kb;
         int mPad = mPanels * MR, nPad = nPanels * NR;
         // Phase 1: pack all of op(a) and op(b) once (each element is then reused by every tile that needs it).
         // ap[p0·mPad + ip·MR·kc + p·MR + r] = op(a)[ip·MR + r, p0 + p] for the K block at p0 of length kc;
@@ -76,7 +87,7 @@ public final class MatMul {
         par.forEach(aTasks + bTasks, t -> {
             boolean isA = t < aTasks;
             int u = isA ? t : t - aTasks, groups = isA ? aGroups : bGroups;
-            int p0 = u / groups * KC, kc = Math.min(KC, k - p0), g = u % groups;
+            int p0 = u / groups * kb, kc = Math.min(kb, k - p0), g = u % groups;
             if (isA) {
                 int ip0 = g * PACK_PANELS, ip1 = Math.min(mPanels, ip0 + PACK_PANELS);
                 if (transA) packAT(a, m, p0, kc, ip0, ip1, ap, p0 * mPad);
@@ -94,8 +105,8 @@ public final class MatMul {
             int ip0 = i0 / MR, ip1 = Math.min(mPanels, (i0 + MC) / MR);
             int jp0 = j0 / NR, jp1 = Math.min(nPanels, (j0 + NC) / NR);
             float[] acc = new float[MR * NR];
-            for (int p0 = 0; p0 < k; p0 += KC) {
-                int kc = Math.min(KC, k - p0);
+            for (int p0 = 0; p0 < k; p0 += kb) {
+                int kc = Math.min(kb, k - p0);
                 boolean overwrite = p0 == 0 && !accumulate;
                 for (int jp = jp0; jp < jp1; jp++) {
                     int col = jp * NR, cols = Math.min(NR, n - col);
@@ -112,7 +123,7 @@ public final class MatMul {
     }
 
     /** Per-thread scratch for one B panel (NC columns × KC), reused across calls. */
-    private static final ThreadLocal<float[]> PANEL = ThreadLocal.withInitial(() -> new float[NC * KC]);
+    private static final ThreadLocal<float[]> PANEL = ThreadLocal.withInitial(() -> new float[NC * Math.max(KC, KC_SINGLE)]);
 
     /**
      * M fits one MC tile (batched decode, short prefill chunks): every B element is used by exactly one tile, so
@@ -123,9 +134,10 @@ public final class MatMul {
     private static void oneRowTile(Parallel par, MemorySegment a, MemorySegment b, DType bType, MemorySegment c, int m,
                                    int n, int k, boolean transA, boolean transB, boolean accumulate) {
         int mPanels = (m + MR - 1) / MR, nPanels = (n + NR - 1) / NR, mPad = mPanels * MR;
+        int kb = blockK(k);
         float[] ap = new float[mPad * k];
-        for (int p0 = 0; p0 < k; p0 += KC) {
-            int kc = Math.min(KC, k - p0);
+        for (int p0 = 0; p0 < k; p0 += kb) {
+            int kc = Math.min(kb, k - p0);
             if (transA) packAT(a, m, p0, kc, 0, mPanels, ap, p0 * mPad);
             else packA(a, m, k, p0, kc, 0, mPanels, ap, p0 * mPad);
         }
@@ -133,8 +145,8 @@ public final class MatMul {
             int jp0 = t * NC / NR, jp1 = Math.min(nPanels, jp0 + NC / NR);
             float[] panel = PANEL.get();
             float[] acc = new float[MR * NR];
-            for (int p0 = 0; p0 < k; p0 += KC) {
-                int kc = Math.min(KC, k - p0), base = -jp0 * NR * kc; // panel jp lands at (jp − jp0)·NR·kc
+            for (int p0 = 0; p0 < k; p0 += kb) {
+                int kc = Math.min(kb, k - p0), base = -jp0 * NR * kc; // panel jp lands at (jp − jp0)·NR·kc
                 // Columns past n are never written here, so they may hold an earlier block's values: they only
                 // feed C columns past n, which the stores skip.
                 if (transB) packBT(b, bType, n, k, p0, kc, jp0, jp1, panel, base);
@@ -203,7 +215,7 @@ public final class MatMul {
                 int j = jp * NR + jj;
                 if (j >= n) continue;
                 if (bType == DType.F32) MemorySegment.copy(b, F, ((long) j * k + p0) * 4, row, 0, kc);
-                else WeightRows.decode(bType, b, bType.bytes((long) j * k + p0), kc, row, 0); // KC is whole blocks
+                else WeightRows.decode(bType, b, bType.bytes((long) j * k + p0), kc, row, 0); // K blocks are whole blocks
                 for (int p = 0; p < kc; p++) bp[o + p * NR + jj] = row[p];
             }
         }
