@@ -52,7 +52,7 @@ public final class Attention {
             int qb = task % qBlocks, bh = task / qBlocks, h = bh % heads, b = bh / heads, kh = h / group;
             int i0 = qb * BQ, rows = Math.min(BQ, tq - i0);
             float[] qs = new float[BQ * dp], o = new float[BQ * dp];
-            float[] kt = new float[dp * BK], vb = new float[BK * dp], p = new float[BK], tmp = new float[d];
+            float[] kt = new float[dp * BK], vb = new float[BK * dp], p = new float[BK], p2 = new float[BK], tmp = new float[d];
             float[] m = new float[BQ], l = new float[BQ];
             java.util.Arrays.fill(m, Float.NEGATIVE_INFINITY);
             for (int r = 0; r < rows; r++) {
@@ -73,6 +73,15 @@ public final class Attention {
                     int limit = Math.min(bk, qPos0 + i0 + r + 1 - j0);
                     if (limit <= 0) continue;
                     int nv = (limit + VL - 1) / VL;
+                    if (!byRows && r + 1 < rows) {
+                        // Two query rows share every key and value load; each row's arithmetic is unchanged.
+                        int limit1 = Math.min(bk, limit + 1), nv1 = (limit1 + VL - 1) / VL;
+                        float[] mx = scores2(qs, r * dp, dp, kt, d, nv, limit, nv1, limit1, scale, p, p2);
+                        float c0 = online(m, l, r, mx[0], p, nv), c1 = online(m, l, r + 1, mx[1], p2, nv1);
+                        accumulatePV2(o, r * dp, dp, c0, p, limit, c1, p2, limit1, vb);
+                        r++;
+                        continue;
+                    }
                     float bmax = byRows ? scoresByRows(qs, r * dp, k, at, d, nv, limit, scale, p)
                             : scores(qs, r * dp, kt, d, nv, limit, scale, p);
                     float mOld = m[r], mNew = Math.max(mOld, bmax);
@@ -106,6 +115,100 @@ public final class Attention {
                 for (int c = 0; c < d; c++) kt[c * BK + j] = 0f;
                 java.util.Arrays.fill(vb, j * dp, j * dp + d, 0f);
             }
+        }
+    }
+
+    /** The online-softmax update of row r for a block with maximum bmax: exponentiates p in place, returns corr. */
+    private static float online(float[] m, float[] l, int r, float bmax, float[] p, int nv) {
+        float mOld = m[r], mNew = Math.max(mOld, bmax);
+        float corr = mOld == Float.NEGATIVE_INFINITY ? 0f : VMath.exp(mOld - mNew);
+        float blockSum = VMath.exp(p, 0, p, 0, nv * VL, 1f, mNew); // masked lanes: e^−∞ = 0
+        m[r] = mNew;
+        l[r] = l[r] * corr + blockSum;
+        return corr;
+    }
+
+    /**
+     * {@link #scores} for rows ro and ro + dp into s0 and s1 (each kᵀ vector loaded once for both); returns the
+     * two maxima. Each row's sums and masking are {@link #scores}'s exactly.
+     */
+    private static float[] scores2(float[] rowsArr, int ro, int dp, float[] kt, int d, int nv0, int limit0, int nv1,
+                                   int limit1, float scale, float[] s0, float[] s1) {
+        FloatVector a0 = FloatVector.zero(S), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        int r1 = ro + dp;
+        for (int c = 0; c < d; c++) {
+            FloatVector qa = FloatVector.broadcast(S, rowsArr[ro + c]), qb = FloatVector.broadcast(S, rowsArr[r1 + c]);
+            int ki = c * BK;
+            FloatVector k0 = FloatVector.fromArray(S, kt, ki), k1 = FloatVector.fromArray(S, kt, ki + VL);
+            FloatVector k2 = FloatVector.fromArray(S, kt, ki + 2 * VL), k3 = FloatVector.fromArray(S, kt, ki + 3 * VL);
+            a0 = k0.fma(qa, a0);
+            a1 = k1.fma(qa, a1);
+            a2 = k2.fma(qa, a2);
+            a3 = k3.fma(qa, a3);
+            b0 = k0.fma(qb, b0);
+            b1 = k1.fma(qb, b1);
+            b2 = k2.fma(qb, b2);
+            b3 = k3.fma(qb, b3);
+        }
+        return new float[] {maskStore(a0, a1, a2, a3, limit0, scale, s0), maskStore(b0, b1, b2, b3, limit1, scale, s1)};
+    }
+
+    private static float maskStore(FloatVector s0, FloatVector s1, FloatVector s2, FloatVector s3, int limit, float scale,
+                                   float[] s) {
+        FloatVector ninf = FloatVector.broadcast(S, Float.NEGATIVE_INFINITY);
+        s0 = ninf.blend(s0.mul(scale), S.indexInRange(0, limit));
+        s1 = ninf.blend(s1.mul(scale), S.indexInRange(VL, limit));
+        s2 = ninf.blend(s2.mul(scale), S.indexInRange(2 * VL, limit));
+        s3 = ninf.blend(s3.mul(scale), S.indexInRange(3 * VL, limit));
+        s0.intoArray(s, 0);
+        s1.intoArray(s, VL);
+        s2.intoArray(s, 2 * VL);
+        s3.intoArray(s, 3 * VL);
+        return s0.max(s1).max(s2.max(s3)).reduceLanes(VectorOperators.MAX);
+    }
+
+    /**
+     * {@link #accumulatePV(float[], int, int, float, float[], float[], int)} for rows oo and oo + dp with their own
+     * corrections, probabilities and limits: value rows shared while both need them, then each row finishes alone,
+     * so each row's sums take the single-row order exactly.
+     */
+    private static void accumulatePV2(float[] o, int oo, int dp, float corr0, float[] p0, int limit0, float corr1,
+                                      float[] p1, int limit1, float[] vb) {
+        int both = Math.min(limit0, limit1) / 4 * 4, o1 = oo + dp;
+        for (int cv = 0; cv < dp; cv += VL) {
+            FloatVector a0 = FloatVector.fromArray(S, o, oo + cv).mul(corr0), a1 = FloatVector.zero(S), a2 = a1, a3 = a1;
+            FloatVector b0 = FloatVector.fromArray(S, o, o1 + cv).mul(corr1), b1 = a1, b2 = a1, b3 = a1;
+            int j = 0;
+            for (; j < both; j += 4) {
+                FloatVector v0 = FloatVector.fromArray(S, vb, j * dp + cv), v1 = FloatVector.fromArray(S, vb, (j + 1) * dp + cv);
+                FloatVector v2 = FloatVector.fromArray(S, vb, (j + 2) * dp + cv), v3 = FloatVector.fromArray(S, vb, (j + 3) * dp + cv);
+                a0 = v0.fma(FloatVector.broadcast(S, p0[j]), a0);
+                a1 = v1.fma(FloatVector.broadcast(S, p0[j + 1]), a1);
+                a2 = v2.fma(FloatVector.broadcast(S, p0[j + 2]), a2);
+                a3 = v3.fma(FloatVector.broadcast(S, p0[j + 3]), a3);
+                b0 = v0.fma(FloatVector.broadcast(S, p1[j]), b0);
+                b1 = v1.fma(FloatVector.broadcast(S, p1[j + 1]), b1);
+                b2 = v2.fma(FloatVector.broadcast(S, p1[j + 2]), b2);
+                b3 = v3.fma(FloatVector.broadcast(S, p1[j + 3]), b3);
+            }
+            int ja = j;
+            for (; ja + 3 < limit0; ja += 4) {
+                a0 = FloatVector.fromArray(S, vb, ja * dp + cv).fma(FloatVector.broadcast(S, p0[ja]), a0);
+                a1 = FloatVector.fromArray(S, vb, (ja + 1) * dp + cv).fma(FloatVector.broadcast(S, p0[ja + 1]), a1);
+                a2 = FloatVector.fromArray(S, vb, (ja + 2) * dp + cv).fma(FloatVector.broadcast(S, p0[ja + 2]), a2);
+                a3 = FloatVector.fromArray(S, vb, (ja + 3) * dp + cv).fma(FloatVector.broadcast(S, p0[ja + 3]), a3);
+            }
+            for (; ja < limit0; ja++) a0 = FloatVector.fromArray(S, vb, ja * dp + cv).fma(FloatVector.broadcast(S, p0[ja]), a0);
+            int jb = j;
+            for (; jb + 3 < limit1; jb += 4) {
+                b0 = FloatVector.fromArray(S, vb, jb * dp + cv).fma(FloatVector.broadcast(S, p1[jb]), b0);
+                b1 = FloatVector.fromArray(S, vb, (jb + 1) * dp + cv).fma(FloatVector.broadcast(S, p1[jb + 1]), b1);
+                b2 = FloatVector.fromArray(S, vb, (jb + 2) * dp + cv).fma(FloatVector.broadcast(S, p1[jb + 2]), b2);
+                b3 = FloatVector.fromArray(S, vb, (jb + 3) * dp + cv).fma(FloatVector.broadcast(S, p1[jb + 3]), b3);
+            }
+            for (; jb < limit1; jb++) b0 = FloatVector.fromArray(S, vb, jb * dp + cv).fma(FloatVector.broadcast(S, p1[jb]), b0);
+            a0.add(a1).add(a2.add(a3)).intoArray(o, oo + cv);
+            b0.add(b1).add(b2.add(b3)).intoArray(o, o1 + cv);
         }
     }
 
@@ -208,6 +311,65 @@ public final class Attention {
 
     // ---- backward -------------------------------------------------------------------------------------------------
 
+    /**
+     * dv[j] += Σ_r P[r][j]·dO[r] and dk[j] += Σ_r dS[r][j]·q[r] for keys j … j+3 at once: each dO and q row vector
+     * is loaded once for the four keys. Per element the sum is the single-key loop's exactly (even rows into one
+     * accumulator, odd rows into another, then added).
+     */
+    private static void accumulateKeys4(float[] dvAcc, float[] dkAcc, float[] dos, float[] qs, float[] p, float[] ds,
+                                        int bo, int rows, int dp, int j) {
+        for (int cv = 0; cv < dp; cv += VL) {
+            int a0 = j * dp + cv, a1 = a0 + dp, a2 = a1 + dp, a3 = a2 + dp;
+            FloatVector v0 = FloatVector.fromArray(S, dvAcc, a0), v1 = FloatVector.fromArray(S, dvAcc, a1);
+            FloatVector v2 = FloatVector.fromArray(S, dvAcc, a2), v3 = FloatVector.fromArray(S, dvAcc, a3);
+            FloatVector k0 = FloatVector.fromArray(S, dkAcc, a0), k1 = FloatVector.fromArray(S, dkAcc, a1);
+            FloatVector k2 = FloatVector.fromArray(S, dkAcc, a2), k3 = FloatVector.fromArray(S, dkAcc, a3);
+            FloatVector w0 = FloatVector.zero(S), w1 = w0, w2 = w0, w3 = w0, l0 = w0, l1 = w0, l2 = w0, l3 = w0;
+            int r = 0;
+            for (; r + 1 < rows; r += 2) {
+                int o0 = bo + r * dp + cv, o1 = o0 + dp, p0 = r * BK + j, p1 = p0 + BK;
+                FloatVector d0 = FloatVector.fromArray(S, dos, o0), q0 = FloatVector.fromArray(S, qs, o0);
+                FloatVector d1 = FloatVector.fromArray(S, dos, o1), q1 = FloatVector.fromArray(S, qs, o1);
+                v0 = d0.fma(FloatVector.broadcast(S, p[p0]), v0);
+                v1 = d0.fma(FloatVector.broadcast(S, p[p0 + 1]), v1);
+                v2 = d0.fma(FloatVector.broadcast(S, p[p0 + 2]), v2);
+                v3 = d0.fma(FloatVector.broadcast(S, p[p0 + 3]), v3);
+                k0 = q0.fma(FloatVector.broadcast(S, ds[p0]), k0);
+                k1 = q0.fma(FloatVector.broadcast(S, ds[p0 + 1]), k1);
+                k2 = q0.fma(FloatVector.broadcast(S, ds[p0 + 2]), k2);
+                k3 = q0.fma(FloatVector.broadcast(S, ds[p0 + 3]), k3);
+                w0 = d1.fma(FloatVector.broadcast(S, p[p1]), w0);
+                w1 = d1.fma(FloatVector.broadcast(S, p[p1 + 1]), w1);
+                w2 = d1.fma(FloatVector.broadcast(S, p[p1 + 2]), w2);
+                w3 = d1.fma(FloatVector.broadcast(S, p[p1 + 3]), w3);
+                l0 = q1.fma(FloatVector.broadcast(S, ds[p1]), l0);
+                l1 = q1.fma(FloatVector.broadcast(S, ds[p1 + 1]), l1);
+                l2 = q1.fma(FloatVector.broadcast(S, ds[p1 + 2]), l2);
+                l3 = q1.fma(FloatVector.broadcast(S, ds[p1 + 3]), l3);
+            }
+            if (r < rows) {
+                int o0 = bo + r * dp + cv, p0 = r * BK + j;
+                FloatVector d0 = FloatVector.fromArray(S, dos, o0), q0 = FloatVector.fromArray(S, qs, o0);
+                v0 = d0.fma(FloatVector.broadcast(S, p[p0]), v0);
+                v1 = d0.fma(FloatVector.broadcast(S, p[p0 + 1]), v1);
+                v2 = d0.fma(FloatVector.broadcast(S, p[p0 + 2]), v2);
+                v3 = d0.fma(FloatVector.broadcast(S, p[p0 + 3]), v3);
+                k0 = q0.fma(FloatVector.broadcast(S, ds[p0]), k0);
+                k1 = q0.fma(FloatVector.broadcast(S, ds[p0 + 1]), k1);
+                k2 = q0.fma(FloatVector.broadcast(S, ds[p0 + 2]), k2);
+                k3 = q0.fma(FloatVector.broadcast(S, ds[p0 + 3]), k3);
+            }
+            v0.add(w0).intoArray(dvAcc, a0);
+            v1.add(w1).intoArray(dvAcc, a1);
+            v2.add(w2).intoArray(dvAcc, a2);
+            v3.add(w3).intoArray(dvAcc, a3);
+            k0.add(l0).intoArray(dkAcc, a0);
+            k1.add(l1).intoArray(dkAcc, a1);
+            k2.add(l2).intoArray(dkAcc, a2);
+            k3.add(l3).intoArray(dkAcc, a3);
+        }
+    }
+
     public static void backward(Parallel par, MemorySegment dOut, MemorySegment q, MemorySegment k, MemorySegment v,
                                 MemorySegment out, MemorySegment lse, MemorySegment dq, MemorySegment dk,
                                 MemorySegment dv, int batch, int t, int heads, int kvHeads, int d) {
@@ -271,13 +433,23 @@ public final class Attention {
                             java.util.Arrays.fill(ds, r * BK, (r + 1) * BK, 0f);
                             continue;
                         }
+                        if (r + 1 < rows) { // two rows share every key and value load (same bits as one at a time)
+                            int limit1 = Math.min(bk, i + 1 - j0 + 1);
+                            probs2(qs, dos, bo + r * dp, dp, kt, vt, d, limit, limit1, scale, lses[g * t + i],
+                                    lses[g * t + i + 1], deltas[g * t + i], deltas[g * t + i + 1], p, ds, r * BK);
+                            accumulateRows2(dqAcc, bo + r * dp, dp, ds, r * BK, kr, limit, limit1);
+                            r++;
+                            continue;
+                        }
                         probs(qs, dos, bo + r * dp, kt, vt, d, limit, scale, lses[g * t + i], deltas[g * t + i], p, ds,
                                 r * BK);
                         accumulateRows(dqAcc, bo + r * dp, dp, ds, r * BK, kr, limit);
                     }
                     // dv[j] += Σ_r P[r][j]·dO[r]; dk[j] += Σ_r dS[r][j]·q[r]
                     int jEnd = Math.min(bk, i0 + rows - j0);
-                    for (int j = 0; j < jEnd; j++) {
+                    int j = 0;
+                    for (; j + 4 <= jEnd; j += 4) accumulateKeys4(dvAcc, dkAcc, dos, qs, p, ds, bo, rows, dp, j);
+                    for (; j < jEnd; j++) {
                         for (int cv = 0; cv < dp; cv += VL) {
                             FloatVector av = FloatVector.fromArray(S, dvAcc, j * dp + cv), av1 = FloatVector.zero(S);
                             FloatVector ak = FloatVector.fromArray(S, dkAcc, j * dp + cv), ak1 = FloatVector.zero(S);
@@ -369,6 +541,118 @@ public final class Attention {
      * For one query row: P[j] = exp(scale·q·k_j − lse) and dS[j] = P[j]·(dO·v_j − delta)·scale for j < limit,
      * zero beyond (nv vectors written).
      */
+    /**
+     * {@link #probs} for rows ro and ro + dp (the next query) with their own limits, lse and delta: each kᵀ and vᵀ
+     * vector is loaded once for both. Each row's sums take {@link #probs}'s order exactly.
+     */
+    private static void probs2(float[] qs, float[] dos, int ro, int dp, float[] kt, float[] vt, int d, int limit0,
+                               int limit1, float scale, float lse0, float lse1, float delta0, float delta1, float[] p,
+                               float[] ds, int po) {
+        FloatVector s0 = FloatVector.zero(S), s1 = s0, s2 = s0, s3 = s0, d0 = s0, d1 = s0, d2 = s0, d3 = s0;
+        FloatVector t0 = s0, t1 = s0, t2 = s0, t3 = s0, e0 = s0, e1 = s0, e2 = s0, e3 = s0;
+        int r1 = ro + dp;
+        for (int c = 0; c < d; c++) {
+            FloatVector qc = FloatVector.broadcast(S, qs[ro + c]), gc = FloatVector.broadcast(S, dos[ro + c]);
+            FloatVector qd = FloatVector.broadcast(S, qs[r1 + c]), gd = FloatVector.broadcast(S, dos[r1 + c]);
+            int ki = c * BK;
+            FloatVector k0 = FloatVector.fromArray(S, kt, ki), k1 = FloatVector.fromArray(S, kt, ki + VL);
+            FloatVector k2 = FloatVector.fromArray(S, kt, ki + 2 * VL), k3 = FloatVector.fromArray(S, kt, ki + 3 * VL);
+            s0 = k0.fma(qc, s0);
+            s1 = k1.fma(qc, s1);
+            s2 = k2.fma(qc, s2);
+            s3 = k3.fma(qc, s3);
+            t0 = k0.fma(qd, t0);
+            t1 = k1.fma(qd, t1);
+            t2 = k2.fma(qd, t2);
+            t3 = k3.fma(qd, t3);
+            FloatVector v0 = FloatVector.fromArray(S, vt, ki), v1 = FloatVector.fromArray(S, vt, ki + VL);
+            FloatVector v2 = FloatVector.fromArray(S, vt, ki + 2 * VL), v3 = FloatVector.fromArray(S, vt, ki + 3 * VL);
+            d0 = v0.fma(gc, d0);
+            d1 = v1.fma(gc, d1);
+            d2 = v2.fma(gc, d2);
+            d3 = v3.fma(gc, d3);
+            e0 = v0.fma(gd, e0);
+            e1 = v1.fma(gd, e1);
+            e2 = v2.fma(gd, e2);
+            e3 = v3.fma(gd, e3);
+        }
+        int pn = po + BK;
+        s0.intoArray(p, po);
+        s1.intoArray(p, po + VL);
+        s2.intoArray(p, po + 2 * VL);
+        s3.intoArray(p, po + 3 * VL);
+        d0.intoArray(ds, po);
+        d1.intoArray(ds, po + VL);
+        d2.intoArray(ds, po + 2 * VL);
+        d3.intoArray(ds, po + 3 * VL);
+        t0.intoArray(p, pn);
+        t1.intoArray(p, pn + VL);
+        t2.intoArray(p, pn + 2 * VL);
+        t3.intoArray(p, pn + 3 * VL);
+        e0.intoArray(ds, pn);
+        e1.intoArray(ds, pn + VL);
+        e2.intoArray(ds, pn + 2 * VL);
+        e3.intoArray(ds, pn + 3 * VL);
+        finishProbs(p, ds, po, limit0, scale, lse0, delta0);
+        finishProbs(p, ds, pn, limit1, scale, lse1, delta1);
+    }
+
+    /** p = exp(scale·s − lse) masked past limit, ds = p·(dP − delta)·scale, in place. */
+    private static void finishProbs(float[] p, float[] ds, int po, int limit, float scale, float lse, float delta) {
+        VMath.exp(p, po, p, po, BK, scale, lse);
+        FloatVector zero = FloatVector.zero(S);
+        for (int j = 0; j < BK; j += VL) {
+            FloatVector pv = zero.blend(FloatVector.fromArray(S, p, po + j), S.indexInRange(j, limit));
+            pv.intoArray(p, po + j);
+            pv.mul(FloatVector.fromArray(S, ds, po + j).sub(delta)).mul(scale).intoArray(ds, po + j);
+        }
+    }
+
+    /**
+     * {@link #accumulateRows} for two consecutive rows (acc rows ao and ao + dp, weights at wo and wo + BK) with
+     * their own limits: the key rows shared while both need them, then each row finishes alone, so each row's sum
+     * takes the single-row order exactly.
+     */
+    private static void accumulateRows2(float[] acc, int ao, int dp, float[] w, int wo, float[] rows, int limit0,
+                                        int limit1) {
+        int both = Math.min(limit0, limit1) / 4 * 4, ao1 = ao + dp, wo1 = wo + BK;
+        for (int cv = 0; cv < dp; cv += VL) {
+            FloatVector a0 = FloatVector.fromArray(S, acc, ao + cv), a1 = FloatVector.zero(S), a2 = a1, a3 = a1;
+            FloatVector b0 = FloatVector.fromArray(S, acc, ao1 + cv), b1 = a1, b2 = a1, b3 = a1;
+            int j = 0;
+            for (; j < both; j += 4) {
+                FloatVector r0 = FloatVector.fromArray(S, rows, j * dp + cv), r1 = FloatVector.fromArray(S, rows, (j + 1) * dp + cv);
+                FloatVector r2 = FloatVector.fromArray(S, rows, (j + 2) * dp + cv), r3 = FloatVector.fromArray(S, rows, (j + 3) * dp + cv);
+                a0 = r0.fma(FloatVector.broadcast(S, w[wo + j]), a0);
+                a1 = r1.fma(FloatVector.broadcast(S, w[wo + j + 1]), a1);
+                a2 = r2.fma(FloatVector.broadcast(S, w[wo + j + 2]), a2);
+                a3 = r3.fma(FloatVector.broadcast(S, w[wo + j + 3]), a3);
+                b0 = r0.fma(FloatVector.broadcast(S, w[wo1 + j]), b0);
+                b1 = r1.fma(FloatVector.broadcast(S, w[wo1 + j + 1]), b1);
+                b2 = r2.fma(FloatVector.broadcast(S, w[wo1 + j + 2]), b2);
+                b3 = r3.fma(FloatVector.broadcast(S, w[wo1 + j + 3]), b3);
+            }
+            int ja = j;
+            for (; ja + 3 < limit0; ja += 4) {
+                a0 = FloatVector.fromArray(S, rows, ja * dp + cv).fma(FloatVector.broadcast(S, w[wo + ja]), a0);
+                a1 = FloatVector.fromArray(S, rows, (ja + 1) * dp + cv).fma(FloatVector.broadcast(S, w[wo + ja + 1]), a1);
+                a2 = FloatVector.fromArray(S, rows, (ja + 2) * dp + cv).fma(FloatVector.broadcast(S, w[wo + ja + 2]), a2);
+                a3 = FloatVector.fromArray(S, rows, (ja + 3) * dp + cv).fma(FloatVector.broadcast(S, w[wo + ja + 3]), a3);
+            }
+            for (; ja < limit0; ja++) a0 = FloatVector.fromArray(S, rows, ja * dp + cv).fma(FloatVector.broadcast(S, w[wo + ja]), a0);
+            int jb = j;
+            for (; jb + 3 < limit1; jb += 4) {
+                b0 = FloatVector.fromArray(S, rows, jb * dp + cv).fma(FloatVector.broadcast(S, w[wo1 + jb]), b0);
+                b1 = FloatVector.fromArray(S, rows, (jb + 1) * dp + cv).fma(FloatVector.broadcast(S, w[wo1 + jb + 1]), b1);
+                b2 = FloatVector.fromArray(S, rows, (jb + 2) * dp + cv).fma(FloatVector.broadcast(S, w[wo1 + jb + 2]), b2);
+                b3 = FloatVector.fromArray(S, rows, (jb + 3) * dp + cv).fma(FloatVector.broadcast(S, w[wo1 + jb + 3]), b3);
+            }
+            for (; jb < limit1; jb++) b0 = FloatVector.fromArray(S, rows, jb * dp + cv).fma(FloatVector.broadcast(S, w[wo1 + jb]), b0);
+            a0.add(a1).add(a2.add(a3)).intoArray(acc, ao + cv);
+            b0.add(b1).add(b2.add(b3)).intoArray(acc, ao1 + cv);
+        }
+    }
+
     private static void probs(float[] qs, float[] dos, int ro, float[] kt, float[] vt, int d, int limit, float scale,
                               float lse, float delta, float[] p, float[] ds, int po) {
         FloatVector s0 = FloatVector.zero(S), s1 = s0, s2 = s0, s3 = s0, d0 = s0, d1 = s0, d2 = s0, d3 = s0;
