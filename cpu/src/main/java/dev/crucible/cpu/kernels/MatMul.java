@@ -41,6 +41,17 @@ public final class MatMul {
      */
     static final int KC_SINGLE = 320;
 
+    /**
+     * A tile extent for a dimension: at most {@code max}, a multiple of {@code unit}, and splitting the dimension
+     * into near-equal tiles (N = 288 as 160 + 128, not 256 + 32, so two threads get similar work). Only the tiling
+     * changes; every element's sum is the same, so results do not depend on it.
+     */
+    static int balanced(int dim, int max, int unit) {
+        int tiles = (dim + max - 1) / max;
+        int size = (dim + tiles - 1) / tiles;
+        return Math.min(max, (size + unit - 1) / unit * unit);
+    }
+
     /** The K block for a given K: depends on the shape only (so on nothing a thread count could change). */
     static int blockK(int k) {
         return k <= KC_SINGLE ? k : KC;
@@ -98,12 +109,13 @@ public final class MatMul {
                 else packB(b, n, p0, kc, jp0, jp1, bp, p0 * nPad);
             }
         });
-        // Phase 2: one task per MC×NC tile of C; K blocks in order, so every element sums in the same order.
-        int tilesM = Parallel.chunks(m, MC), tilesN = Parallel.chunks(n, NC);
+        // Phase 2: one task per mc×nc tile of C; K blocks in order, so every element sums in the same order.
+        int mc = balanced(m, MC, MR), nc = balanced(n, NC, NR);
+        int tilesM = Parallel.chunks(m, mc), tilesN = Parallel.chunks(n, nc);
         par.forEach(tilesM * tilesN, t -> {
-            int i0 = t / tilesN * MC, j0 = t % tilesN * NC;
-            int ip0 = i0 / MR, ip1 = Math.min(mPanels, (i0 + MC) / MR);
-            int jp0 = j0 / NR, jp1 = Math.min(nPanels, (j0 + NC) / NR);
+            int i0 = t / tilesN * mc, j0 = t % tilesN * nc;
+            int ip0 = i0 / MR, ip1 = Math.min(mPanels, (i0 + mc) / MR);
+            int jp0 = j0 / NR, jp1 = Math.min(nPanels, (j0 + nc) / NR);
             float[] acc = new float[MR * NR];
             for (int p0 = 0; p0 < k; p0 += kb) {
                 int kc = Math.min(kb, k - p0);
@@ -141,8 +153,9 @@ public final class MatMul {
             if (transA) packAT(a, m, p0, kc, 0, mPanels, ap, p0 * mPad);
             else packA(a, m, k, p0, kc, 0, mPanels, ap, p0 * mPad);
         }
-        par.forEach(Parallel.chunks(n, NC), t -> {
-            int jp0 = t * NC / NR, jp1 = Math.min(nPanels, jp0 + NC / NR);
+        int nc = balanced(n, NC, NR);
+        par.forEach(Parallel.chunks(n, nc), t -> {
+            int jp0 = t * nc / NR, jp1 = Math.min(nPanels, jp0 + nc / NR);
             float[] panel = PANEL.get();
             float[] acc = new float[MR * NR];
             for (int p0 = 0; p0 < k; p0 += kb) {
