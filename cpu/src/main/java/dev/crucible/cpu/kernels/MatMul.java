@@ -92,7 +92,7 @@ public final class MatMul {
         // Phase 1: pack all of op(a) and op(b) once (each element is then reused by every tile that needs it).
         // ap[p0·mPad + ip·MR·kc + p·MR + r] = op(a)[ip·MR + r, p0 + p] for the K block at p0 of length kc;
         // bp[p0·nPad + jp·NR·kc + p·NR + j] = op(b)[p0 + p, jp·NR + j]; rows/columns past m/n are zero.
-        float[] ap = new float[mPad * k], bp = new float[nPad * k];
+        float[] ap = scratch(0, mPad * k), bp = scratch(1, nPad * k);
         int aGroups = Parallel.chunks(mPanels, PACK_PANELS), bGroups = Parallel.chunks(nPanels, PACK_PANELS);
         int aTasks = kBlocks * aGroups, bTasks = kBlocks * bGroups;
         par.forEach(aTasks + bTasks, t -> {
@@ -134,6 +134,20 @@ public final class MatMul {
         });
     }
 
+    /**
+     * Packing buffers of the calling thread, grown as needed and reused by every call (a training step makes
+     * hundreds of matmuls; allocating an f32 copy of A and B each time churned gigabytes of heap per step). They are
+     * never cleared: padding rows and columns then hold stale values, which only feed the rows and columns of C
+     * past m and n that the stores skip.
+     */
+    private static final ThreadLocal<float[][]> PACKED = ThreadLocal.withInitial(() -> new float[2][0]);
+
+    private static float[] scratch(int which, int size) {
+        float[][] s = PACKED.get();
+        if (s[which].length < size) s[which] = new float[size];
+        return s[which];
+    }
+
     /** Per-thread scratch for one B panel (NC columns × KC), reused across calls. */
     private static final ThreadLocal<float[]> PANEL = ThreadLocal.withInitial(() -> new float[NC * Math.max(KC, KC_SINGLE)]);
 
@@ -147,7 +161,7 @@ public final class MatMul {
                                    int n, int k, boolean transA, boolean transB, boolean accumulate) {
         int mPanels = (m + MR - 1) / MR, nPanels = (n + NR - 1) / NR, mPad = mPanels * MR;
         int kb = blockK(k);
-        float[] ap = new float[mPad * k];
+        float[] ap = scratch(0, mPad * k);
         for (int p0 = 0; p0 < k; p0 += kb) {
             int kc = Math.min(kb, k - p0);
             if (transA) packAT(a, m, p0, kc, 0, mPanels, ap, p0 * mPad);
@@ -187,7 +201,7 @@ public final class MatMul {
             int o = base + ip * MR * kc;
             for (int r = 0; r < MR; r++) {
                 int i = ip * MR + r;
-                if (i >= m) continue; // the array is zero already
+                if (i >= m) continue; // padding rows only feed rows of C past m, which are never stored
                 MemorySegment.copy(a, F, ((long) i * k + p0) * 4, row, 0, kc);
                 for (int p = 0; p < kc; p++) ap[o + p * MR + r] = row[p];
             }
