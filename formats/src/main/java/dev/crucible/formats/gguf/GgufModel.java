@@ -158,27 +158,12 @@ public final class GgufModel {
 
     /** Reads a {@code llama}-architecture GGUF: shape from metadata, weights dequantized to f32 in HF layout. */
     public static ModelWeights read(Path file) {
-        try (GgufFile g = GgufFile.open(file)) {
-            LlamaSpec spec = readSpec(g);
-            int vocab = spec.vocab();
-            Map<String, long[]> shapes = spec.tensorShapes();
+        try (WeightSource src = openStored(file)) {
             Map<String, float[]> tensors = new LinkedHashMap<>();
-            Set<GgmlType> seen = new java.util.TreeSet<>();
-            for (Mapping mp : mappings(spec)) {
-                GgufFile.TensorInfo t = g.tensor(mp.gguf());
-                long[] shape = shapes.get(mp.hf());
-                if (!java.util.Arrays.equals(t.shape(), shape)) {
-                    throw new FormatException(file, "tensor '" + mp.gguf() + "' has dims " + java.util.Arrays.toString(t.ne()) + ", the metadata implies " + java.util.Arrays.toString(reverse(shape)));
-                }
-                float[] x = g.floats(mp.gguf());
-                if (mp.permuteHeads() > 0) x = permuteRope(x, mp.permuteHeads(), (int) shape[1], true);
-                tensors.put(mp.hf(), x);
-                if (shape.length > 1) seen.add(t.type());
+            for (String name : src.spec().tensorShapes().keySet()) {
+                tensors.put(name, src.read(name, DType.F32).toArray(java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(java.nio.ByteOrder.LITTLE_ENDIAN)));
             }
-            Tokenizer tok = tokenizer(g, vocab);
-            int bos = g.integer("tokenizer.ggml.bos_token_id", 0, -1), eos = g.integer("tokenizer.ggml.eos_token_id", 0, -1);
-            if (bos >= vocab || eos >= vocab) throw new FormatException(file, "bos/eos id " + Math.max(bos, eos) + " is outside the vocabulary of " + vocab);
-            return new ModelWeights(spec, tensors, tok, "gguf v" + g.version() + " " + seen, bos, eos);
+            return new ModelWeights(src.spec(), tensors, src.tokenizer(), src.format(), src.bos(), src.eos());
         }
     }
 
