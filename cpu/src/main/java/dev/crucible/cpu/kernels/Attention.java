@@ -52,7 +52,7 @@ public final class Attention {
             int qb = task % qBlocks, bh = task / qBlocks, h = bh % heads, b = bh / heads, kh = h / group;
             int i0 = qb * BQ, rows = Math.min(BQ, tq - i0);
             float[] qs = new float[BQ * dp], o = new float[BQ * dp];
-            float[] kt = new float[dp * BK], vb = new float[BK * dp], p = new float[BK], p2 = new float[BK], tmp = new float[d];
+            float[] kt = new float[dp * BK], vb = new float[BK * dp], p = new float[2 * BK], tmp = new float[d];
             float[] m = new float[BQ], l = new float[BQ];
             java.util.Arrays.fill(m, Float.NEGATIVE_INFINITY);
             for (int r = 0; r < rows; r++) {
@@ -76,19 +76,17 @@ public final class Attention {
                     if (!byRows && r + 1 < rows) {
                         // Two query rows share every key and value load; each row's arithmetic is unchanged.
                         int limit1 = Math.min(bk, limit + 1), nv1 = (limit1 + VL - 1) / VL;
-                        float[] mx = scores2(qs, r * dp, dp, kt, d, nv, limit, nv1, limit1, scale, p, p2);
-                        float c0 = online(m, l, r, mx[0], p, nv), c1 = online(m, l, r + 1, mx[1], p2, nv1);
-                        accumulatePV2(o, r * dp, dp, c0, p, limit, c1, p2, limit1, vb);
+                        float[] mx = scores2(qs, r * dp, dp, kt, d, nv, limit, nv1, limit1, scale, p);
+                        float c0 = online(m, l, r, mx[0], p, 0, nv), c1 = online(m, l, r + 1, mx[1], p, BK, nv1);
+                        scaleRow(o, r * dp, dp, c0);
+                        scaleRow(o, (r + 1) * dp, dp, c1);
+                        accumulateRows2(o, r * dp, dp, p, 0, vb, limit, limit1);
                         r++;
                         continue;
                     }
                     float bmax = byRows ? scoresByRows(qs, r * dp, k, at, d, nv, limit, scale, p)
                             : scores(qs, r * dp, kt, d, nv, limit, scale, p);
-                    float mOld = m[r], mNew = Math.max(mOld, bmax);
-                    float corr = mOld == Float.NEGATIVE_INFINITY ? 0f : VMath.exp(mOld - mNew);
-                    float blockSum = VMath.exp(p, 0, p, 0, nv * VL, 1f, mNew); // masked lanes: e^−∞ = 0
-                    m[r] = mNew;
-                    l[r] = l[r] * corr + blockSum;
+                    float corr = online(m, l, r, bmax, p, 0, nv);
                     if (byRows) accumulatePV(o, r * dp, d, corr, p, v, at, limit);
                     else accumulatePV(o, r * dp, dp, corr, p, vb, limit);
                 }
@@ -119,21 +117,21 @@ public final class Attention {
     }
 
     /** The online-softmax update of row r for a block with maximum bmax: exponentiates p in place, returns corr. */
-    private static float online(float[] m, float[] l, int r, float bmax, float[] p, int nv) {
+    private static float online(float[] m, float[] l, int r, float bmax, float[] p, int po, int nv) {
         float mOld = m[r], mNew = Math.max(mOld, bmax);
         float corr = mOld == Float.NEGATIVE_INFINITY ? 0f : VMath.exp(mOld - mNew);
-        float blockSum = VMath.exp(p, 0, p, 0, nv * VL, 1f, mNew); // masked lanes: e^−∞ = 0
+        float blockSum = VMath.exp(p, po, p, po, nv * VL, 1f, mNew); // masked lanes: e^−∞ = 0
         m[r] = mNew;
         l[r] = l[r] * corr + blockSum;
         return corr;
     }
 
     /**
-     * {@link #scores} for rows ro and ro + dp into s0 and s1 (each kᵀ vector loaded once for both); returns the
-     * two maxima. Each row's sums and masking are {@link #scores}'s exactly.
+     * {@link #scores} for rows ro and ro + dp into s[0, BK) and s[BK, 2·BK) (each kᵀ vector loaded once for both);
+     * returns the two maxima. Each row's sums and masking are {@link #scores}'s exactly.
      */
     private static float[] scores2(float[] rowsArr, int ro, int dp, float[] kt, int d, int nv0, int limit0, int nv1,
-                                   int limit1, float scale, float[] s0, float[] s1) {
+                                   int limit1, float scale, float[] s) {
         FloatVector a0 = FloatVector.zero(S), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
         int r1 = ro + dp;
         for (int c = 0; c < d; c++) {
@@ -150,66 +148,27 @@ public final class Attention {
             b2 = k2.fma(qb, b2);
             b3 = k3.fma(qb, b3);
         }
-        return new float[] {maskStore(a0, a1, a2, a3, limit0, scale, s0), maskStore(b0, b1, b2, b3, limit1, scale, s1)};
+        return new float[] {maskStore(a0, a1, a2, a3, limit0, scale, s, 0), maskStore(b0, b1, b2, b3, limit1, scale, s, BK)};
     }
 
+    /** Scales the four score vectors, masks lanes at and past limit to −∞, stores them at s[so…] and returns the max. */
     private static float maskStore(FloatVector s0, FloatVector s1, FloatVector s2, FloatVector s3, int limit, float scale,
-                                   float[] s) {
+                                   float[] s, int so) {
         FloatVector ninf = FloatVector.broadcast(S, Float.NEGATIVE_INFINITY);
         s0 = ninf.blend(s0.mul(scale), S.indexInRange(0, limit));
         s1 = ninf.blend(s1.mul(scale), S.indexInRange(VL, limit));
         s2 = ninf.blend(s2.mul(scale), S.indexInRange(2 * VL, limit));
         s3 = ninf.blend(s3.mul(scale), S.indexInRange(3 * VL, limit));
-        s0.intoArray(s, 0);
-        s1.intoArray(s, VL);
-        s2.intoArray(s, 2 * VL);
-        s3.intoArray(s, 3 * VL);
+        s0.intoArray(s, so);
+        s1.intoArray(s, so + VL);
+        s2.intoArray(s, so + 2 * VL);
+        s3.intoArray(s, so + 3 * VL);
         return s0.max(s1).max(s2.max(s3)).reduceLanes(VectorOperators.MAX);
     }
 
-    /**
-     * {@link #accumulatePV(float[], int, int, float, float[], float[], int)} for rows oo and oo + dp with their own
-     * corrections, probabilities and limits: value rows shared while both need them, then each row finishes alone,
-     * so each row's sums take the single-row order exactly.
-     */
-    private static void accumulatePV2(float[] o, int oo, int dp, float corr0, float[] p0, int limit0, float corr1,
-                                      float[] p1, int limit1, float[] vb) {
-        int both = Math.min(limit0, limit1) / 4 * 4, o1 = oo + dp;
-        for (int cv = 0; cv < dp; cv += VL) {
-            FloatVector a0 = FloatVector.fromArray(S, o, oo + cv).mul(corr0), a1 = FloatVector.zero(S), a2 = a1, a3 = a1;
-            FloatVector b0 = FloatVector.fromArray(S, o, o1 + cv).mul(corr1), b1 = a1, b2 = a1, b3 = a1;
-            int j = 0;
-            for (; j < both; j += 4) {
-                FloatVector v0 = FloatVector.fromArray(S, vb, j * dp + cv), v1 = FloatVector.fromArray(S, vb, (j + 1) * dp + cv);
-                FloatVector v2 = FloatVector.fromArray(S, vb, (j + 2) * dp + cv), v3 = FloatVector.fromArray(S, vb, (j + 3) * dp + cv);
-                a0 = v0.fma(FloatVector.broadcast(S, p0[j]), a0);
-                a1 = v1.fma(FloatVector.broadcast(S, p0[j + 1]), a1);
-                a2 = v2.fma(FloatVector.broadcast(S, p0[j + 2]), a2);
-                a3 = v3.fma(FloatVector.broadcast(S, p0[j + 3]), a3);
-                b0 = v0.fma(FloatVector.broadcast(S, p1[j]), b0);
-                b1 = v1.fma(FloatVector.broadcast(S, p1[j + 1]), b1);
-                b2 = v2.fma(FloatVector.broadcast(S, p1[j + 2]), b2);
-                b3 = v3.fma(FloatVector.broadcast(S, p1[j + 3]), b3);
-            }
-            int ja = j;
-            for (; ja + 3 < limit0; ja += 4) {
-                a0 = FloatVector.fromArray(S, vb, ja * dp + cv).fma(FloatVector.broadcast(S, p0[ja]), a0);
-                a1 = FloatVector.fromArray(S, vb, (ja + 1) * dp + cv).fma(FloatVector.broadcast(S, p0[ja + 1]), a1);
-                a2 = FloatVector.fromArray(S, vb, (ja + 2) * dp + cv).fma(FloatVector.broadcast(S, p0[ja + 2]), a2);
-                a3 = FloatVector.fromArray(S, vb, (ja + 3) * dp + cv).fma(FloatVector.broadcast(S, p0[ja + 3]), a3);
-            }
-            for (; ja < limit0; ja++) a0 = FloatVector.fromArray(S, vb, ja * dp + cv).fma(FloatVector.broadcast(S, p0[ja]), a0);
-            int jb = j;
-            for (; jb + 3 < limit1; jb += 4) {
-                b0 = FloatVector.fromArray(S, vb, jb * dp + cv).fma(FloatVector.broadcast(S, p1[jb]), b0);
-                b1 = FloatVector.fromArray(S, vb, (jb + 1) * dp + cv).fma(FloatVector.broadcast(S, p1[jb + 1]), b1);
-                b2 = FloatVector.fromArray(S, vb, (jb + 2) * dp + cv).fma(FloatVector.broadcast(S, p1[jb + 2]), b2);
-                b3 = FloatVector.fromArray(S, vb, (jb + 3) * dp + cv).fma(FloatVector.broadcast(S, p1[jb + 3]), b3);
-            }
-            for (; jb < limit1; jb++) b0 = FloatVector.fromArray(S, vb, jb * dp + cv).fma(FloatVector.broadcast(S, p1[jb]), b0);
-            a0.add(a1).add(a2.add(a3)).intoArray(o, oo + cv);
-            b0.add(b1).add(b2.add(b3)).intoArray(o, o1 + cv);
-        }
+    /** o[oo … oo+dp) ·= corr (the online softmax's rescale, before a block's P·V is added). */
+    private static void scaleRow(float[] o, int oo, int dp, float corr) {
+        for (int cv = 0; cv < dp; cv += VL) FloatVector.fromArray(S, o, oo + cv).mul(corr).intoArray(o, oo + cv);
     }
 
     /**
@@ -278,35 +237,13 @@ public final class Attention {
             s2 = FloatVector.fromArray(S, kt, ki + 2 * VL).fma(qc, s2);
             s3 = FloatVector.fromArray(S, kt, ki + 3 * VL).fma(qc, s3);
         }
-        FloatVector ninf = FloatVector.broadcast(S, Float.NEGATIVE_INFINITY);
-        s0 = ninf.blend(s0.mul(scale), S.indexInRange(0, limit));
-        s1 = ninf.blend(s1.mul(scale), S.indexInRange(VL, limit));
-        s2 = ninf.blend(s2.mul(scale), S.indexInRange(2 * VL, limit));
-        s3 = ninf.blend(s3.mul(scale), S.indexInRange(3 * VL, limit));
-        s0.intoArray(s, 0);
-        s1.intoArray(s, VL);
-        s2.intoArray(s, 2 * VL);
-        s3.intoArray(s, 3 * VL);
-        return s0.max(s1).max(s2.max(s3)).reduceLanes(VectorOperators.MAX);
+        return maskStore(s0, s1, s2, s3, limit, scale, s, 0);
     }
 
     /** o[row] = o[row] · corr + Σ_{j<limit} p[j] · vb[j]. */
     static void accumulatePV(float[] o, int oo, int dp, float corr, float[] p, float[] vb, int limit) {
-        for (int cv = 0; cv < dp; cv += VL) {
-            FloatVector a0 = FloatVector.fromArray(S, o, oo + cv).mul(corr);
-            FloatVector a1 = FloatVector.zero(S), a2 = a1, a3 = a1;
-            int j = 0;
-            for (; j + 3 < limit; j += 4) {
-                a0 = FloatVector.fromArray(S, vb, j * dp + cv).fma(FloatVector.broadcast(S, p[j]), a0);
-                a1 = FloatVector.fromArray(S, vb, (j + 1) * dp + cv).fma(FloatVector.broadcast(S, p[j + 1]), a1);
-                a2 = FloatVector.fromArray(S, vb, (j + 2) * dp + cv).fma(FloatVector.broadcast(S, p[j + 2]), a2);
-                a3 = FloatVector.fromArray(S, vb, (j + 3) * dp + cv).fma(FloatVector.broadcast(S, p[j + 3]), a3);
-            }
-            for (; j < limit; j++) {
-                a0 = FloatVector.fromArray(S, vb, j * dp + cv).fma(FloatVector.broadcast(S, p[j]), a0);
-            }
-            a0.add(a1).add(a2.add(a3)).intoArray(o, oo + cv);
-        }
+        scaleRow(o, oo, dp, corr);
+        accumulateRows(o, oo, dp, p, 0, vb, limit);
     }
 
     // ---- backward -------------------------------------------------------------------------------------------------
