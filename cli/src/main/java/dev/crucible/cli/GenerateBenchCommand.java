@@ -38,7 +38,7 @@ final class GenerateBenchCommand implements Callable<Integer> {
             description = "Prompt tokens per forward pass during prefill. Default: ${DEFAULT-VALUE}.")
     int prefillChunk;
 
-    @Option(names = "--profile", description = "Also print the time per op kind over the last round's decode steps.")
+    @Option(names = "--profile", description = "Also print the time per op kind: the last round's prefill, and its decode steps per token.")
     boolean profile;
 
     @Option(names = "--prompt-tokens", defaultValue = "512", description = "Default: ${DEFAULT-VALUE}.")
