@@ -185,7 +185,29 @@ public final class Attention {
                               float[] s) {
         float max = Float.NEGATIVE_INFINITY;
         int dv = d / VL * VL;
-        for (int j = 0; j < limit; j++) {
+        int j = 0;
+        // Two keys at a time: two independent accumulator chains hide the FMA latency (one key's chain is only
+        // d/VL long) and their lane sums overlap. Each key's operations are those of the single-key loop below.
+        for (; j + 1 < limit; j += 2) {
+            long off0 = at[j], off1 = at[j + 1];
+            FloatVector a0 = FloatVector.zero(S), a1 = FloatVector.zero(S);
+            for (int c = 0; c < dv; c += VL) {
+                FloatVector qc = FloatVector.fromArray(S, row, ro + c);
+                a0 = FloatVector.fromMemorySegment(S, k, off0 + c * 4L, NATIVE).fma(qc, a0);
+                a1 = FloatVector.fromMemorySegment(S, k, off1 + c * 4L, NATIVE).fma(qc, a1);
+            }
+            float x0 = VMath.sum(a0), x1 = VMath.sum(a1);
+            for (int c = dv; c < d; c++) {
+                x0 = Math.fma(row[ro + c], k.get(F, off0 + c * 4L), x0);
+                x1 = Math.fma(row[ro + c], k.get(F, off1 + c * 4L), x1);
+            }
+            x0 *= scale;
+            x1 *= scale;
+            s[j] = x0;
+            s[j + 1] = x1;
+            max = Math.max(max, Math.max(x0, x1));
+        }
+        for (; j < limit; j++) {
             long off = at[j];
             FloatVector a0 = FloatVector.zero(S);
             for (int c = 0; c < dv; c += VL) {

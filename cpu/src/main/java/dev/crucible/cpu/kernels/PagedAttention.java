@@ -84,8 +84,10 @@ public final class PagedAttention {
                               int dp, int pageSize, int maxPages, float scale) {
         int nq = n * group; // query vectors: (row, group head) → index r·group + g
         float[] qs = new float[nq * dp], o = new float[nq * dp], m = new float[nq], l = new float[nq];
-        float[] kt = new float[dp * BK], vb = new float[BK * dp], p = new float[BK], tmp = new float[d];
         boolean byRows = n <= Attention.ROW_MAJOR_ROWS; // as Attention.forward decides for its block of rows
+        // Decode rows read keys in place: no transposed block to allocate (a step runs rows·kvHeads of these tasks).
+        float[] kt = byRows ? null : new float[dp * BK], vb = byRows ? null : new float[BK * dp];
+        float[] p = new float[BK], tmp = new float[d];
         long[] at = byRows ? new long[BK] : null;
         Arrays.fill(m, Float.NEGATIVE_INFINITY);
         int keys = 0;

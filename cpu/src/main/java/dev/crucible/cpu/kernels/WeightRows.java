@@ -65,10 +65,10 @@ public final class WeightRows {
             case Q4_0 -> {
                 for (int b = 0; b < n / 32; b++) {
                     long o = at + 18L * b;
-                    FloatVector d = FloatVector.broadcast(FS, Float.float16ToFloat(s.get(I16, o)));
+                    IntVector table = q4Table(s, o);
                     IntVector q = nibbleBytes(ByteVector.fromMemorySegment(BS, s, o + 2, LE));
-                    lowNibbles(q).mul(d).intoArray(out, from + b * 32);
-                    highNibbles(q).mul(d).intoArray(out, from + b * 32 + 16);
+                    lowNibbles(q, table).intoArray(out, from + b * 32);
+                    highNibbles(q, table).intoArray(out, from + b * 32 + 16);
                 }
             }
             default -> throw new IllegalArgumentException("cannot decode " + type);
@@ -77,23 +77,30 @@ public final class WeightRows {
 
     /**
      * Σ_p x[xo + p] · w[p] over k elements of a stored weight row starting at byte {@code at}, w being the exactly
-     * decoded values (for Q8_0/Q4_0 q·d is exact in f32: at most 19 significant bits). The sum runs in one vector
-     * accumulator, 16 elements at a time, then {@link VMath#sum}, then the elements past the last whole vector:
-     * the same operations in the same order as {@link MatMul}'s f32 dot on the decoded row, so a row gives the same
-     * bits whichever kernel (fused here, or decode-then-tile for several activation rows) computed it.
+     * decoded values (for Q8_0/Q4_0 q·d is exact in f32: at most 19 significant bits), decoding each block in
+     * registers. The order is {@link MatMul}'s weight-row dot: 16-element vectors alternately into two accumulators
+     * (a Q8_0/Q4_0 block's low half into the first, its high half into the second), {@link VMath#sum} of their sum,
+     * then the elements past the last whole vector. So a row gives the same bits whichever kernel (fused here, or
+     * decode-then-tile for several activation rows) computed it.
      */
     public static float dot(DType type, float[] x, int xo, MemorySegment s, long at, int k) {
         if (!WIDE) return scalarDot(type, x, xo, s, at, k);
-        FloatVector acc = FloatVector.zero(FS);
+        FloatVector acc0 = FloatVector.zero(FS), acc1 = acc0;
         int p = 0;
         switch (type) {
             case F16, BF16 -> {
                 boolean half = type == DType.F16;
-                for (; p + 16 <= k; p += 16) {
-                    FloatVector w = half ? f16(s, at + 2L * p) : bf16(s, at + 2L * p);
-                    acc = w.fma(FloatVector.fromArray(FS, x, xo + p), acc);
+                for (; p + 32 <= k; p += 32) {
+                    FloatVector w0 = half ? f16(s, at + 2L * p) : bf16(s, at + 2L * p);
+                    FloatVector w1 = half ? f16(s, at + 2L * p + 32) : bf16(s, at + 2L * p + 32);
+                    acc0 = w0.fma(FloatVector.fromArray(FS, x, xo + p), acc0);
+                    acc1 = w1.fma(FloatVector.fromArray(FS, x, xo + p + 16), acc1);
                 }
-                float sum = VMath.sum(acc);
+                if (p + 16 <= k) {
+                    acc0 = (half ? f16(s, at + 2L * p) : bf16(s, at + 2L * p)).fma(FloatVector.fromArray(FS, x, xo + p), acc0);
+                    p += 16;
+                }
+                float sum = VMath.sum(acc0.add(acc1));
                 for (; p < k; p++) {
                     short h = s.get(I16, at + 2L * p);
                     sum = Math.fma(x[xo + p], half ? Float.float16ToFloat(h) : dev.crucible.tensor.Blocks.fromBf16(h), sum);
@@ -103,31 +110,29 @@ public final class WeightRows {
             case Q8_0 -> {
                 for (long o = at; p < k; p += 32, o += 34) {
                     FloatVector d = FloatVector.broadcast(FS, Float.float16ToFloat(s.get(I16, o)));
-                    acc = q8(s, o + 2).mul(d).fma(FloatVector.fromArray(FS, x, xo + p), acc);
-                    acc = q8(s, o + 18).mul(d).fma(FloatVector.fromArray(FS, x, xo + p + 16), acc);
+                    acc0 = q8(s, o + 2).mul(d).fma(FloatVector.fromArray(FS, x, xo + p), acc0);
+                    acc1 = q8(s, o + 18).mul(d).fma(FloatVector.fromArray(FS, x, xo + p + 16), acc1);
                 }
-                return VMath.sum(acc);
+                return VMath.sum(acc0.add(acc1));
             }
             case Q4_0 -> {
                 for (long o = at; p < k; p += 32, o += 18) {
-                    FloatVector d = FloatVector.broadcast(FS, Float.float16ToFloat(s.get(I16, o)));
+                    IntVector table = q4Table(s, o);
                     IntVector q = nibbleBytes(ByteVector.fromMemorySegment(BS, s, o + 2, LE));
-                    acc = lowNibbles(q).mul(d).fma(FloatVector.fromArray(FS, x, xo + p), acc);
-                    acc = highNibbles(q).mul(d).fma(FloatVector.fromArray(FS, x, xo + p + 16), acc);
+                    acc0 = lowNibbles(q, table).fma(FloatVector.fromArray(FS, x, xo + p), acc0);
+                    acc1 = highNibbles(q, table).fma(FloatVector.fromArray(FS, x, xo + p + 16), acc1);
                 }
-                return VMath.sum(acc);
+                return VMath.sum(acc0.add(acc1));
             }
             default -> throw new IllegalArgumentException("no weight-row dot for " + type);
         }
     }
 
-    /** Decode, then a plain fused multiply-add loop (machines without 512-bit vectors). */
+    /** Decode, then {@link MatMul}'s weight-row dot on the floats (machines without 512-bit vectors). */
     static float scalarDot(DType type, float[] x, int xo, MemorySegment s, long at, int k) {
         float[] w = new float[k];
         dev.crucible.tensor.Blocks.decode(type, s, at, k, w, 0);
-        float sum = 0;
-        for (int p = 0; p < k; p++) sum = Math.fma(x[xo + p], w[p], sum);
-        return sum;
+        return MatMul.dot(x, xo, w, 0, k);
     }
 
     // ---- block decoders: 16 floats each -----------------------------------------------------------------------
@@ -142,13 +147,26 @@ public final class WeightRows {
         return (IntVector) q.convertShape(VectorOperators.ZERO_EXTEND_B2I, IS, 0);
     }
 
-    private static FloatVector lowNibbles(IntVector q) {
-        return (FloatVector) q.and(0x0f).sub(8).convert(VectorOperators.I2F, 0);
+    /** q − 8 for q = 0 … 15, the values a Q4_0 nibble stands for before scaling. */
+    private static final FloatVector CENTERED = FloatVector.fromArray(FS, new float[]{-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7}, 0);
+
+    /**
+     * The 16 values a nibble of the Q4_0 block at {@code at} decodes to, (q − 8)·d for q = 0 … 15 (as float bits):
+     * decoding is then one lane permutation per 16 nibbles, and each value is the same product, so the same bits,
+     * as converting the nibble and multiplying.
+     */
+    private static IntVector q4Table(MemorySegment s, long at) {
+        return CENTERED.mul(Float.float16ToFloat(s.get(I16, at))).reinterpretAsInts();
     }
 
-    /** Zero-extended bytes shifted right by 4 are the high nibbles already (no mask needed). */
-    private static FloatVector highNibbles(IntVector q) {
-        return (FloatVector) q.lanewise(VectorOperators.LSHR, 4).sub(8).convert(VectorOperators.I2F, 0);
+    /** Lane i: the value of the low nibble of byte i. */
+    private static FloatVector lowNibbles(IntVector q, IntVector table) {
+        return q.and(0x0f).selectFrom(table).reinterpretAsFloats();
+    }
+
+    /** Lane i: the value of the high nibble of byte i (zero-extended bytes shifted right by 4 are that nibble). */
+    private static FloatVector highNibbles(IntVector q, IntVector table) {
+        return q.lanewise(VectorOperators.LSHR, 4).selectFrom(table).reinterpretAsFloats();
     }
 
     private static IntVector halves(MemorySegment s, long at) {
