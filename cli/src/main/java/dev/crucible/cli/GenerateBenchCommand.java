@@ -50,6 +50,12 @@ final class GenerateBenchCommand implements Callable<Integer> {
     @Option(names = "--reps", defaultValue = "3", description = "Timed rounds. Default: ${DEFAULT-VALUE}.")
     int reps;
 
+    @Option(names = "--batch", split = ",", paramLabel = "N", defaultValue = "1",
+            description = {"Also time batched decode: N sequences (each prefilled with --prompt-tokens) decoding --gen-tokens",
+                    "together through the serving engine's BatchDecoder; reports aggregate and per-sequence tokens/s",
+                    "and the speed-up over one sequence. Comma-separated list, e.g. 1,4,16. Default: ${DEFAULT-VALUE}."})
+    int[] batch;
+
     @Mixin
     BackendOptions backendOptions;
 
@@ -63,6 +69,7 @@ final class GenerateBenchCommand implements Callable<Integer> {
         if (promptTokens <= 0 || genTokens <= 0 || reps <= 0 || prefillChunk <= 0) {
             throw new UserException("--prompt-tokens, --gen-tokens, --reps and --prefill-chunk must be positive");
         }
+        for (int b : batch) if (b <= 0 || b > 256) throw new UserException("--batch sizes must be in 1..256, got " + b);
         try (Backend be = profile ? new BenchCommand.Profiler(backendOptions.create()) : backendOptions.create()) {
             Llama m;
             ModelFiles.Loaded loaded = null;
@@ -143,7 +150,52 @@ final class GenerateBenchCommand implements Callable<Integer> {
             p.print(pw, genTokens);
             pw.flush();
         }
+        if (Arrays.stream(batch).anyMatch(b -> b > 1)) batched(m, prompt);
         return 0;
+    }
+
+    /**
+     * Aggregate decode through {@link dev.crucible.model.BatchDecoder}: for each batch size, that many sequences are
+     * prefilled (untimed) and then decode --gen-tokens steps together, --reps rounds after a warm-up round.
+     */
+    private void batched(Llama m, int[] prompt) {
+        int most = Arrays.stream(batch).max().orElseThrow();
+        int length = promptTokens + genTokens;
+        int pages = most * dev.crucible.model.BatchDecoder.pagesFor(length, dev.crucible.model.BatchDecoder.DEFAULT_PAGE_SIZE);
+        System.out.printf("batched decode (%d-token prompts, %d steps; BatchDecoder, the serving path):%n", promptTokens, genTokens);
+        System.out.println("  batch   aggregate tok/s (range)        per sequence   vs batch 1");
+        double single = 0;
+        try (dev.crucible.model.BatchDecoder dec = new dev.crucible.model.BatchDecoder(m, most, pages,
+                dev.crucible.model.BatchDecoder.DEFAULT_PAGE_SIZE, length, Math.max(most, Math.min(prefillChunk, 512)))) {
+            for (int b : batch) {
+                double[] agg = new double[reps];
+                for (int r = -1; r < reps; r++) {
+                    int[] seqs = new int[b], next = new int[b];
+                    for (int i = 0; i < b; i++) {
+                        seqs[i] = dec.acquire();
+                        next[i] = dev.crucible.engine.Sampler.argmax(dec.prefill(seqs[i], prompt, false)[0]);
+                    }
+                    if (m.backend() instanceof BenchCommand.Profiler p) p.reset();
+                    long t0 = System.nanoTime();
+                    for (int step = 0; step < genTokens; step++) {
+                        float[][] logits = dec.decode(seqs, next);
+                        for (int i = 0; i < b; i++) next[i] = dev.crucible.engine.Sampler.argmax(logits[i]);
+                    }
+                    long t1 = System.nanoTime();
+                    for (int s : seqs) dec.release(s);
+                    if (r >= 0) agg[r] = (double) b * genTokens / ((t1 - t0) / 1e9);
+                }
+                Arrays.sort(agg);
+                double med = agg[reps / 2];
+                if (b == 1) single = med;
+                System.out.printf("  %5d   %8.1f (%.1f - %.1f)   %12.1f   %s%n", b, med, agg[0], agg[reps - 1], med / b,
+                        single > 0 ? String.format(java.util.Locale.ROOT, "%.2fx", med / single) : "-");
+                if (m.backend() instanceof BenchCommand.Profiler p) {
+                    System.out.println("  batch " + b + ", per decode step (last round):");
+                    System.out.print(p.report(genTokens).indent(2));
+                }
+            }
+        }
     }
 
     /** HF-style random weights (N(0, 0.02), norms 1) stored as {@code type}, for speed measurements. */

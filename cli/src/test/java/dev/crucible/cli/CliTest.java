@@ -165,4 +165,16 @@ class CliTest {
             assertTrue(r.out().contains("Usage:"), String.join(" ", args));
         }
     }
+
+    @Test
+    void benchGenerateTimesSingleAndBatchedDecode() {
+        Run r = run("bench", "generate", "--shape", "tiny", "--prompt-tokens", "8", "--gen-tokens", "4", "--reps", "1",
+                "--batch", "1,3", "--threads", "1");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("prompt processing (8 tokens)") && r.out().contains("decode (4 tokens)"), r.out());
+        assertTrue(r.out().contains("batched decode"), r.out());
+        assertTrue(r.out().lines().anyMatch(l -> l.matches("\\s+1\\s+[0-9.]+ .*1\\.00x")), r.out());
+        assertTrue(r.out().lines().anyMatch(l -> l.matches("\\s+3\\s+[0-9.]+ .*[0-9.]+x")), r.out());
+        userError(run("bench", "generate", "--shape", "tiny", "--batch", "0"), "--batch");
+    }
 }
