@@ -12,6 +12,7 @@ import dev.crucible.engine.SamplingParams;
 import dev.crucible.engine.SequenceEvent;
 import dev.crucible.formats.tokenizer.Tokenizer;
 import io.helidon.common.socket.SocketOptions;
+import io.helidon.webserver.CloseConnectionException;
 import io.helidon.webserver.WebServer;
 import io.helidon.webserver.http.ServerRequest;
 import io.helidon.webserver.http.ServerResponse;
@@ -44,8 +45,10 @@ import java.util.concurrent.TimeUnit;
  *   POST /v1/chat/completions  messages → reply through the tokenizer's chat template
  * </pre>
  * Contract: a client's mistake is a 4xx with {@code {"error": {"message","type","param","code"}}}; overload is a 429
- * with Retry-After (too many requests in flight, or the engine's queue full); a client that goes away while
- * streaming has its sequences cancelled: they leave the batch at the next decode step and their KV pages are freed.
+ * with Retry-After (too many requests in flight, or the engine's queue full); a client that goes away has its
+ * sequences cancelled: they leave the batch at the next decode step and their KV pages are freed. A stream notices at
+ * its next write; a non-streamed request, which writes nothing until the end, through the {@link ClientWatch} on its
+ * connection.
  */
 public final class OpenAiServer implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -72,6 +75,7 @@ public final class OpenAiServer implements AutoCloseable {
                 .port(cfg.port())
                 .maxPayloadSize(Math.max(cfg.maxRequestBytes() * 16, 64L << 20))   // a backstop: readBody enforces the limit with an OpenAI error
                 .connectionOptions(SocketOptions.builder().tcpNoDelay(true).build())
+                .addConnectionSelector(ClientWatch.http1())       // tried before Helidon's own HTTP/1 selector
                 .routing(r -> r
                         .get("/", (q, s) -> page(s))
                         .get("/health", (q, s) -> json(s, 200, JSON.createObjectNode().put("status", "ok")))
@@ -111,6 +115,10 @@ public final class OpenAiServer implements AutoCloseable {
         } catch (ApiError e) {
             status = e.status;
             if (!s.isSent()) error(s, e);
+        } catch (CloseConnectionException e) {
+            // The client hung up before its answer was ready: nothing to send; Helidon closes the connection.
+            status = 499;
+            throw e;
         } catch (Exception e) {
             status = 500;
             if (!s.isSent()) {
@@ -239,6 +247,9 @@ public final class OpenAiServer implements AutoCloseable {
 
     private record Tagged(int choice, SequenceEvent event) {}
 
+    /** Queued by the connection's {@link ClientWatch} when the client of a non-streamed request hangs up. */
+    private static final Tagged HUNG_UP = new Tagged(-1, null);
+
     /** Per-choice accumulation for a non-streamed response and for the final streamed chunk. */
     private static final class Choice {
         final StringBuilder text = new StringBuilder();
@@ -288,12 +299,23 @@ public final class OpenAiServer implements AutoCloseable {
         }
     }
 
+    /**
+     * Waits for every choice, then sends one JSON response. Nothing is written while waiting, so a client that hangs
+     * up is noticed by the connection's watch: the wait ends at once, the caller's finally cancels the sequences
+     * (freeing their KV pages), and the connection is closed without a response.
+     */
     private void collect(ServerResponse s, Params p, String id, int total, BlockingQueue<Tagged> events) throws InterruptedException {
         Choice[] ch = new Choice[total];
         for (int i = 0; i < total; i++) ch[i] = new Choice();
+        ClientWatch watch = ClientWatch.current();
+        if (watch != null) watch.onHangUp(() -> events.add(HUNG_UP));
         int done = 0;
         while (done < total) {
             Tagged t = events.take();
+            if (t == HUNG_UP) {
+                metrics.disconnects.increment();
+                throw new CloseConnectionException("the client closed the connection before its completion was ready");
+            }
             Choice c = ch[t.choice()];
             switch (t.event()) {
                 case SequenceEvent.Prompt pr -> c.prompt.addAll(pr.tokens());

@@ -25,7 +25,7 @@ final class ServerMetrics {
             sb.append("crucible_requests_total{").append(e.getKey()).append("} ").append(e.getValue().sum()).append('\n');
         }
         metric(sb, "crucible_requests_rejected_total", "counter", "Requests answered 429 (busy or queue full).", rejected.sum());
-        metric(sb, "crucible_client_disconnects_total", "counter", "Streams whose client went away.", disconnects.sum());
+        metric(sb, "crucible_client_disconnects_total", "counter", "Generation requests whose client went away before the answer was complete (streamed or not); their sequences are cancelled.", disconnects.sum());
         metric(sb, "crucible_requests_in_flight", "gauge", "Generation requests being handled.", inFlight);
         metric(sb, "crucible_queue_depth", "gauge", "Sequences waiting for admission (a free sequence and KV pages).", st.waiting());
         metric(sb, "crucible_active_sequences", "gauge", "Sequences in prefill or decode.", st.active());

@@ -19,6 +19,7 @@ import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Locale;
 
 import static org.junit.jupiter.api.Assertions.*;
 
@@ -221,15 +222,19 @@ class OpenAiServerTest {
         }
     }
 
+    /** Writes a POST /v1/completions with a JSON body on a raw connection. */
+    static void send(OutputStream out, String body) throws Exception {
+        byte[] b = body.getBytes(StandardCharsets.UTF_8);
+        out.write(("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " + b.length + "\r\n\r\n").getBytes(StandardCharsets.UTF_8));
+        out.write(b);
+        out.flush();
+    }
+
     /** Opens a raw streaming request and returns the socket after the first data event arrived. */
     static Socket openStream(String base, String body) throws Exception {
         URI u = URI.create(base);
         Socket sock = new Socket(u.getHost(), u.getPort());
-        byte[] b = body.getBytes(StandardCharsets.UTF_8);
-        OutputStream out = sock.getOutputStream();
-        out.write(("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " + b.length + "\r\n\r\n").getBytes(StandardCharsets.UTF_8));
-        out.write(b);
-        out.flush();
+        send(sock.getOutputStream(), body);
         BufferedReader in = new BufferedReader(new InputStreamReader(sock.getInputStream(), StandardCharsets.UTF_8));
         String line;
         while ((line = in.readLine()) != null && !line.contains("data: ")) { /* headers, chunk sizes */ }
@@ -289,6 +294,85 @@ class OpenAiServerTest {
             a.close();
             t.join(10_000);
             assertTrue(metric(s.base, "crucible_requests_rejected_total") >= 1);
+        }
+    }
+
+    /**
+     * A non-streamed request waits silently for its whole answer, so no failed write reveals a client that hung up: the
+     * server must notice the closed connection itself, cancel the sequence (its KV pages freed long before max_tokens)
+     * and keep serving. The sequence may run for 8,000 tokens, so the close lands mid-decode on any machine.
+     */
+    @Test
+    void nonStreamingDisconnectCancels() throws Exception {
+        ServerConfig longRuns = new ServerConfig("127.0.0.1", 0, "tiny", List.of(), 1 << 20, 8192, 8000, 4, 8, 1);
+        try (TestServer s = new TestServer(longRuns, 1, 4, 8192)) {
+            URI u = URI.create(s.base);
+            Socket sock = new Socket(u.getHost(), u.getPort());
+            send(sock.getOutputStream(), "{\"prompt\":\"a\",\"max_tokens\":8000,\"ignore_eos\":true}");
+            long deadline = System.nanoTime() + 30_000_000_000L;
+            while ((metric(s.base, "crucible_active_sequences") < 1 || metric(s.base, "crucible_generated_tokens_total") < 1)
+                    && System.nanoTime() < deadline) Thread.sleep(10);
+            assertEquals(1, metric(s.base, "crucible_active_sequences"), "the request never started decoding");
+            assertTrue(metric(s.base, "crucible_kv_cache_pages_reserved") > 0);
+            sock.close();
+            // Noticed at once (within a decode step or so); the deadline only leaves room for a loaded machine.
+            deadline = System.nanoTime() + 10_000_000_000L;
+            while (metric(s.base, "crucible_sequences_cancelled_total") < 1 && System.nanoTime() < deadline) Thread.sleep(20);
+            assertEquals(1, metric(s.base, "crucible_sequences_cancelled_total"), "the sequence was not cancelled");
+            while (metric(s.base, "crucible_active_sequences") > 0 && System.nanoTime() < deadline) Thread.sleep(20);
+            assertEquals(0, metric(s.base, "crucible_active_sequences"));
+            assertEquals(0, metric(s.base, "crucible_sequences_finished_total"));
+            assertEquals(0, metric(s.base, "crucible_kv_cache_tokens"));
+            assertEquals(0, metric(s.base, "crucible_kv_cache_pages_used"));
+            assertEquals(0, metric(s.base, "crucible_kv_cache_pages_reserved"));
+            assertTrue(metric(s.base, "crucible_generated_tokens_total") < 8000);
+            while (metric(s.base, "crucible_client_disconnects_total") < 1 && System.nanoTime() < deadline) Thread.sleep(20);
+            assertEquals(1, metric(s.base, "crucible_client_disconnects_total"));
+            // The server goes on answering, on fresh connections and on a kept-alive one.
+            assertEquals("ok", get(s.base, "/health", null).json().get("status").asText());
+            Res ok = post(s.base, "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":3,\"ignore_eos\":true}", null);
+            assertEquals(200, ok.status(), ok.body());
+            assertEquals(3, ok.json().get("usage").get("completion_tokens").asInt());
+            assertEquals(3, post(s.base, "/v1/completions", "{\"prompt\":\"y\",\"max_tokens\":3,\"ignore_eos\":true}", null).json().get("usage").get("completion_tokens").asInt());
+        }
+    }
+
+    /** One HTTP/1.1 response with a Content-Length body, read off a raw socket: the status line and the body. */
+    static String[] response(InputStream in) throws Exception {
+        StringBuilder head = new StringBuilder();
+        int c;
+        while (!head.toString().endsWith("\r\n\r\n") && (c = in.read()) != -1) head.append((char) c);
+        int length = 0;
+        for (String line : head.toString().split("\r\n")) {
+            if (line.toLowerCase(Locale.ROOT).startsWith("content-length:")) length = Integer.parseInt(line.substring(15).trim());
+        }
+        return new String[] {head.toString().split("\r\n")[0], new String(in.readNBytes(length), StandardCharsets.UTF_8)};
+    }
+
+    /**
+     * The disconnect watch reads ahead while a non-streamed request waits; the bytes of requests pipelined behind it
+     * must reach the parser intact and in order, and the connection must stay usable.
+     */
+    @Test
+    void pipelinedRequestsAreAnsweredInOrder() throws Exception {
+        URI u = URI.create(ts.base);
+        try (Socket sock = new Socket(u.getHost(), u.getPort())) {
+            sock.setSoTimeout(60_000);
+            OutputStream out = sock.getOutputStream();
+            InputStream in = sock.getInputStream();
+            send(out, "{\"prompt\":\"a\",\"max_tokens\":40,\"ignore_eos\":true}");
+            Thread.sleep(50);                                   // most likely read ahead while the first one decodes
+            send(out, "{\"prompt\":\"b\",\"max_tokens\":3,\"ignore_eos\":true}");
+            String[] first = response(in), second = response(in);
+            assertEquals("HTTP/1.1 200 OK", first[0], first[1]);
+            assertEquals(40, JSON.readTree(first[1]).get("usage").get("completion_tokens").asInt());
+            assertEquals("HTTP/1.1 200 OK", second[0], second[1]);
+            assertEquals(3, JSON.readTree(second[1]).get("usage").get("completion_tokens").asInt());
+            out.write("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".getBytes(StandardCharsets.UTF_8));
+            out.flush();
+            String[] health = response(in);
+            assertEquals("HTTP/1.1 200 OK", health[0]);
+            assertEquals("ok", JSON.readTree(health[1]).get("status").asText());
         }
     }
 
