@@ -168,7 +168,7 @@ public final class KernelLab {
         List<Variant> vs = new ArrayList<>();
         for (DType t : new DType[]{DType.Q4_0, DType.Q8_0}) {
             String id = t == DType.Q4_0 ? "wr-3" : "wr-5";
-            String how = t == DType.Q4_0 ? "nibbles by table, two accumulators" : "two accumulators";
+            String how = t == DType.Q4_0 ? "nibbles by table, one accumulator" : "one accumulator";
             vs.add(new Variant(id, t + ": backend, MatMul m=1 → WeightRows.dot (" + how + ")", (p, op) -> {
                 Op.MatMul o = (Op.MatMul) op;
                 if (o.b().type() != t) throw new Skip();
@@ -176,8 +176,8 @@ public final class KernelLab {
             }));
         }
         for (WeightDotV1.Kind kind : WeightDotV1.Kind.values()) {
-            DType t = kind == WeightDotV1.Kind.Q8_ONE_ACC ? DType.Q8_0 : DType.Q4_0;
-            String id = switch (kind) { case Q4_CONVERT -> "wr-1"; case Q4_TABLE -> "wr-2"; case Q8_ONE_ACC -> "wr-4"; };
+            DType t = kind == WeightDotV1.Kind.Q8_TWO_ACC ? DType.Q8_0 : DType.Q4_0;
+            String id = switch (kind) { case Q4_CONVERT -> "wr-1"; case Q4_TABLE_TWO_ACC -> "wr-2"; case Q8_TWO_ACC -> "wr-4"; };
             vs.add(new Variant(id, t + ": WeightDotV1." + kind, (p, op) -> {
                 Op.MatMul o = (Op.MatMul) op;
                 if (o.b().type() != t) throw new Skip();

@@ -384,47 +384,31 @@ public final class MatMul {
         });
     }
 
-    /**
-     * The weight-row dot product's summation order, shared by every kernel that computes one (here, {@link #tile42}
-     * and {@link WeightRows#dot}): vectors of VL elements, the even-numbered ones summed into one accumulator and the
-     * odd-numbered ones into another (two chains, so the adds of one wait less on the other's latency), then
-     * {@link VMath#sum} of the two accumulators' sum, then the elements past the last whole vector one by one.
-     */
+    /** Σ x[p]·b[p] in one vector accumulator, then {@link VMath#sum}, then the tail: {@link WeightRows#dot}'s order. */
     private static float dot(float[] x, MemorySegment b, long off, int k) {
-        FloatVector acc0 = FloatVector.zero(S), acc1 = acc0;
+        FloatVector acc = FloatVector.zero(S);
         int p = 0;
-        for (int end = k - 2 * VL; p <= end; p += 2 * VL) {
-            acc0 = FloatVector.fromMemorySegment(S, b, off + p * 4L, NATIVE).fma(FloatVector.fromArray(S, x, p), acc0);
-            acc1 = FloatVector.fromMemorySegment(S, b, off + (p + VL) * 4L, NATIVE).fma(FloatVector.fromArray(S, x, p + VL), acc1);
+        for (int end = k - VL; p <= end; p += VL) {
+            acc = FloatVector.fromMemorySegment(S, b, off + p * 4L, NATIVE).fma(FloatVector.fromArray(S, x, p), acc);
         }
-        if (p + VL <= k) {
-            acc0 = FloatVector.fromMemorySegment(S, b, off + p * 4L, NATIVE).fma(FloatVector.fromArray(S, x, p), acc0);
-            p += VL;
-        }
-        float s = VMath.sum(acc0.add(acc1));
+        float s = VMath.sum(acc);
         for (; p < k; p++) s = Math.fma(x[p], b.get(F, off + p * 4L), s);
         return s;
     }
 
-    /** The same sum with b in an array (b from offset bo). */
-    static float dot(float[] x, int xo, float[] b, int bo, int k) {
-        FloatVector acc0 = FloatVector.zero(S), acc1 = acc0;
-        int p = 0;
-        for (int end = k - 2 * VL; p <= end; p += 2 * VL) {
-            acc0 = FloatVector.fromArray(S, b, bo + p).fma(FloatVector.fromArray(S, x, xo + p), acc0);
-            acc1 = FloatVector.fromArray(S, b, bo + p + VL).fma(FloatVector.fromArray(S, x, xo + p + VL), acc1);
-        }
-        if (p + VL <= k) {
-            acc0 = FloatVector.fromArray(S, b, bo + p).fma(FloatVector.fromArray(S, x, xo + p), acc0);
-            p += VL;
-        }
-        float s = VMath.sum(acc0.add(acc1));
-        for (; p < k; p++) s = Math.fma(x[xo + p], b[bo + p], s);
-        return s;
-    }
-
+    /** The same sum with b in an array. */
     private static float dot(float[] x, float[] b, int k) {
         return dot(x, 0, b, 0, k);
+    }
+
+    /** The same sum, x from offset xo and b from offset bo. */
+    static float dot(float[] x, int xo, float[] b, int bo, int k) {
+        FloatVector acc = FloatVector.zero(S);
+        int p = 0;
+        for (int end = k - VL; p <= end; p += VL) acc = FloatVector.fromArray(S, b, bo + p).fma(FloatVector.fromArray(S, x, xo + p), acc);
+        float s = VMath.sum(acc);
+        for (; p < k; p++) s = Math.fma(x[xo + p], b[bo + p], s);
+        return s;
     }
 
     /** Weight row j (N,K) as floats: copied for F32, decoded exactly otherwise. */
@@ -438,63 +422,29 @@ public final class MatMul {
     }
 
     /**
-     * out[2r + q] = dot(x_r, w_q) for four activation rows and two weight rows, in {@link #dot(float[], float[], int)}'s
-     * order: each of the eight sums has its even and its odd accumulator (16 vector registers), and each weight and
-     * activation vector is loaded once per tile.
+     * out[2r + q] = dot(x_r, w_q) for four activation rows and two weight rows, each with its own accumulator and in
+     * {@link #dot(float[], float[], int)}'s order.
      */
     private static void tile42(float[] x0, float[] x1, float[] x2, float[] x3, float[] w0, float[] w1, int k, float[] out) {
-        FloatVector e00 = FloatVector.zero(S), e01 = e00, e10 = e00, e11 = e00, e20 = e00, e21 = e00, e30 = e00, e31 = e00;
-        FloatVector o00 = e00, o01 = e00, o10 = e00, o11 = e00, o20 = e00, o21 = e00, o30 = e00, o31 = e00;
+        FloatVector c00 = FloatVector.zero(S), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
         int p = 0;
-        for (int end = k - 2 * VL; p <= end; p += 2 * VL) {
+        for (int end = k - VL; p <= end; p += VL) {
             FloatVector b0 = FloatVector.fromArray(S, w0, p), b1 = FloatVector.fromArray(S, w1, p);
             FloatVector a = FloatVector.fromArray(S, x0, p);
-            e00 = b0.fma(a, e00);
-            e01 = b1.fma(a, e01);
+            c00 = b0.fma(a, c00);
+            c01 = b1.fma(a, c01);
             a = FloatVector.fromArray(S, x1, p);
-            e10 = b0.fma(a, e10);
-            e11 = b1.fma(a, e11);
+            c10 = b0.fma(a, c10);
+            c11 = b1.fma(a, c11);
             a = FloatVector.fromArray(S, x2, p);
-            e20 = b0.fma(a, e20);
-            e21 = b1.fma(a, e21);
+            c20 = b0.fma(a, c20);
+            c21 = b1.fma(a, c21);
             a = FloatVector.fromArray(S, x3, p);
-            e30 = b0.fma(a, e30);
-            e31 = b1.fma(a, e31);
-            int q = p + VL;
-            b0 = FloatVector.fromArray(S, w0, q);
-            b1 = FloatVector.fromArray(S, w1, q);
-            a = FloatVector.fromArray(S, x0, q);
-            o00 = b0.fma(a, o00);
-            o01 = b1.fma(a, o01);
-            a = FloatVector.fromArray(S, x1, q);
-            o10 = b0.fma(a, o10);
-            o11 = b1.fma(a, o11);
-            a = FloatVector.fromArray(S, x2, q);
-            o20 = b0.fma(a, o20);
-            o21 = b1.fma(a, o21);
-            a = FloatVector.fromArray(S, x3, q);
-            o30 = b0.fma(a, o30);
-            o31 = b1.fma(a, o31);
+            c30 = b0.fma(a, c30);
+            c31 = b1.fma(a, c31);
         }
-        if (p + VL <= k) {
-            FloatVector b0 = FloatVector.fromArray(S, w0, p), b1 = FloatVector.fromArray(S, w1, p);
-            FloatVector a = FloatVector.fromArray(S, x0, p);
-            e00 = b0.fma(a, e00);
-            e01 = b1.fma(a, e01);
-            a = FloatVector.fromArray(S, x1, p);
-            e10 = b0.fma(a, e10);
-            e11 = b1.fma(a, e11);
-            a = FloatVector.fromArray(S, x2, p);
-            e20 = b0.fma(a, e20);
-            e21 = b1.fma(a, e21);
-            a = FloatVector.fromArray(S, x3, p);
-            e30 = b0.fma(a, e30);
-            e31 = b1.fma(a, e31);
-            p += VL;
-        }
-        float s00 = VMath.sum(e00.add(o00)), s01 = VMath.sum(e01.add(o01)), s10 = VMath.sum(e10.add(o10));
-        float s11 = VMath.sum(e11.add(o11)), s20 = VMath.sum(e20.add(o20)), s21 = VMath.sum(e21.add(o21));
-        float s30 = VMath.sum(e30.add(o30)), s31 = VMath.sum(e31.add(o31));
+        float s00 = VMath.sum(c00), s01 = VMath.sum(c01), s10 = VMath.sum(c10), s11 = VMath.sum(c11);
+        float s20 = VMath.sum(c20), s21 = VMath.sum(c21), s30 = VMath.sum(c30), s31 = VMath.sum(c31);
         for (; p < k; p++) {
             s00 = Math.fma(x0[p], w0[p], s00);
             s01 = Math.fma(x0[p], w1[p], s01);

@@ -77,30 +77,23 @@ public final class WeightRows {
 
     /**
      * Σ_p x[xo + p] · w[p] over k elements of a stored weight row starting at byte {@code at}, w being the exactly
-     * decoded values (for Q8_0/Q4_0 q·d is exact in f32: at most 19 significant bits), decoding each block in
-     * registers. The order is {@link MatMul}'s weight-row dot: 16-element vectors alternately into two accumulators
-     * (a Q8_0/Q4_0 block's low half into the first, its high half into the second), {@link VMath#sum} of their sum,
-     * then the elements past the last whole vector. So a row gives the same bits whichever kernel (fused here, or
-     * decode-then-tile for several activation rows) computed it.
+     * decoded values (for Q8_0/Q4_0 q·d is exact in f32: at most 19 significant bits). The sum runs in one vector
+     * accumulator, 16 elements at a time, then {@link VMath#sum}, then the elements past the last whole vector:
+     * the same operations in the same order as {@link MatMul}'s f32 dot on the decoded row, so a row gives the same
+     * bits whichever kernel (fused here, or decode-then-tile for several activation rows) computed it.
      */
     public static float dot(DType type, float[] x, int xo, MemorySegment s, long at, int k) {
         if (!WIDE) return scalarDot(type, x, xo, s, at, k);
-        FloatVector acc0 = FloatVector.zero(FS), acc1 = acc0;
+        FloatVector acc = FloatVector.zero(FS);
         int p = 0;
         switch (type) {
             case F16, BF16 -> {
                 boolean half = type == DType.F16;
-                for (; p + 32 <= k; p += 32) {
-                    FloatVector w0 = half ? f16(s, at + 2L * p) : bf16(s, at + 2L * p);
-                    FloatVector w1 = half ? f16(s, at + 2L * p + 32) : bf16(s, at + 2L * p + 32);
-                    acc0 = w0.fma(FloatVector.fromArray(FS, x, xo + p), acc0);
-                    acc1 = w1.fma(FloatVector.fromArray(FS, x, xo + p + 16), acc1);
+                for (; p + 16 <= k; p += 16) {
+                    FloatVector w = half ? f16(s, at + 2L * p) : bf16(s, at + 2L * p);
+                    acc = w.fma(FloatVector.fromArray(FS, x, xo + p), acc);
                 }
-                if (p + 16 <= k) {
-                    acc0 = (half ? f16(s, at + 2L * p) : bf16(s, at + 2L * p)).fma(FloatVector.fromArray(FS, x, xo + p), acc0);
-                    p += 16;
-                }
-                float sum = VMath.sum(acc0.add(acc1));
+                float sum = VMath.sum(acc);
                 for (; p < k; p++) {
                     short h = s.get(I16, at + 2L * p);
                     sum = Math.fma(x[xo + p], half ? Float.float16ToFloat(h) : dev.crucible.tensor.Blocks.fromBf16(h), sum);
@@ -110,25 +103,28 @@ public final class WeightRows {
             case Q8_0 -> {
                 for (long o = at; p < k; p += 32, o += 34) {
                     FloatVector d = FloatVector.broadcast(FS, Float.float16ToFloat(s.get(I16, o)));
-                    acc0 = q8(s, o + 2).mul(d).fma(FloatVector.fromArray(FS, x, xo + p), acc0);
-                    acc1 = q8(s, o + 18).mul(d).fma(FloatVector.fromArray(FS, x, xo + p + 16), acc1);
+                    acc = q8(s, o + 2).mul(d).fma(FloatVector.fromArray(FS, x, xo + p), acc);
+                    acc = q8(s, o + 18).mul(d).fma(FloatVector.fromArray(FS, x, xo + p + 16), acc);
                 }
-                return VMath.sum(acc0.add(acc1));
+                return VMath.sum(acc);
             }
             case Q4_0 -> {
                 for (long o = at; p < k; p += 32, o += 18) {
                     IntVector table = q4Table(s, o);
                     IntVector q = nibbleBytes(ByteVector.fromMemorySegment(BS, s, o + 2, LE));
-                    acc0 = lowNibbles(q, table).fma(FloatVector.fromArray(FS, x, xo + p), acc0);
-                    acc1 = highNibbles(q, table).fma(FloatVector.fromArray(FS, x, xo + p + 16), acc1);
+                    acc = lowNibbles(q, table).fma(FloatVector.fromArray(FS, x, xo + p), acc);
+                    acc = highNibbles(q, table).fma(FloatVector.fromArray(FS, x, xo + p + 16), acc);
                 }
-                return VMath.sum(acc0.add(acc1));
+                return VMath.sum(acc);
             }
             default -> throw new IllegalArgumentException("no weight-row dot for " + type);
         }
     }
 
-    /** Decode, then {@link MatMul}'s weight-row dot on the floats (machines without 512-bit vectors). */
+    /**
+     * Decode, then {@link MatMul}'s dot on the floats (machines without 512-bit vectors): the order of the tiles that
+     * serve several activation rows there, so batch invariance holds on those machines too.
+     */
     static float scalarDot(DType type, float[] x, int xo, MemorySegment s, long at, int k) {
         float[] w = new float[k];
         dev.crucible.tensor.Blocks.decode(type, s, at, k, w, 0);
@@ -152,8 +148,8 @@ public final class WeightRows {
 
     /**
      * The 16 values a nibble of the Q4_0 block at {@code at} decodes to, (q − 8)·d for q = 0 … 15 (as float bits):
-     * decoding is then one lane permutation per 16 nibbles, and each value is the same product, so the same bits,
-     * as converting the nibble and multiplying.
+     * decoding is then one lane permutation per 16 nibbles instead of a subtraction, a conversion and a product, and
+     * each value is that same product, so the same bits.
      */
     private static IntVector q4Table(MemorySegment s, long at) {
         return CENTERED.mul(Float.float16ToFloat(s.get(I16, at))).reinterpretAsInts();
