@@ -50,9 +50,11 @@ public final class WeightRows {
                 for (; i < n; i++) out[from + i] = dev.crucible.tensor.Blocks.fromBf16(s.get(I16, at + 2L * i));
             }
             case F16 -> {
-                int i = 0;
-                for (; i + 16 <= n; i += 16) f16(s, at + 2L * i).intoArray(out, from + i);
-                for (; i < n; i++) out[from + i] = Float.float16ToFloat(s.get(I16, at + 2L * i));
+                // A plain loop: C2 compiles Float.float16ToFloat over a segment into the CPU's half-to-float
+                // conversion (vcvtph2ps), several times faster than f16()'s bit manipulation. (The one-row dot keeps
+                // f16(): decoding a row into a buffer first and then dotting it measured slower there, where the
+                // weights stream from memory.)
+                for (int i = 0; i < n; i++) out[from + i] = Float.float16ToFloat(s.get(I16, at + 2L * i));
             }
             case Q8_0 -> {
                 for (int b = 0; b < n / 32; b++) {
