@@ -6,6 +6,7 @@ module dev.crucible.cli {
     requires dev.crucible.qualify;
     requires dev.crucible.cpu;
     requires java.management;
+    requires jdk.incubator.vector;   // bench generate measures the read bandwidth with vectors
     requires info.picocli;
     requires com.fasterxml.jackson.databind;
     requires com.fasterxml.jackson.dataformat.toml;
