@@ -133,6 +133,64 @@ public final class WeightRows {
         return MatMul.dot(x, xo, w, 0, k);
     }
 
+    /**
+     * {@link #dot} of x with two weight rows at once (bytes at0 and at1), each in exactly {@link #dot}'s order: two
+     * independent accumulator chains, so neither row's adds wait on its own previous add (one row is a chain of k/16
+     * dependent fused multiply-adds, which bounds one-token decode on a core). out[0], out[1].
+     */
+    public static void dot2(DType type, float[] x, MemorySegment s, long at0, long at1, int k, float[] out) {
+        if (!WIDE || type == DType.F32) {
+            out[0] = dot(type, x, 0, s, at0, k);
+            out[1] = dot(type, x, 0, s, at1, k);
+            return;
+        }
+        FloatVector acc0 = FloatVector.zero(FS), acc1 = acc0;
+        long o0 = at0, o1 = at1;
+        if (type == DType.F16 || type == DType.BF16) {
+            boolean half = type == DType.F16;
+            int p = 0;
+            for (; p + 16 <= k; p += 16) {
+                FloatVector xv = FloatVector.fromArray(FS, x, p);
+                acc0 = (half ? f16(s, at0 + 2L * p) : bf16(s, at0 + 2L * p)).fma(xv, acc0);
+                acc1 = (half ? f16(s, at1 + 2L * p) : bf16(s, at1 + 2L * p)).fma(xv, acc1);
+            }
+            float s0 = VMath.sum(acc0), s1 = VMath.sum(acc1);
+            for (; p < k; p++) {
+                short h0 = s.get(I16, at0 + 2L * p), h1 = s.get(I16, at1 + 2L * p);
+                s0 = Math.fma(x[p], half ? Float.float16ToFloat(h0) : dev.crucible.tensor.Blocks.fromBf16(h0), s0);
+                s1 = Math.fma(x[p], half ? Float.float16ToFloat(h1) : dev.crucible.tensor.Blocks.fromBf16(h1), s1);
+            }
+            out[0] = s0;
+            out[1] = s1;
+            return;
+        } else if (type == DType.Q8_0) {
+            for (int p = 0; p < k; p += 32, o0 += 34, o1 += 34) {
+                FloatVector x0 = FloatVector.fromArray(FS, x, p), x1 = FloatVector.fromArray(FS, x, p + 16);
+                FloatVector d0 = FloatVector.broadcast(FS, Float.float16ToFloat(s.get(I16, o0)));
+                FloatVector d1 = FloatVector.broadcast(FS, Float.float16ToFloat(s.get(I16, o1)));
+                acc0 = q8(s, o0 + 2).mul(d0).fma(x0, acc0);
+                acc1 = q8(s, o1 + 2).mul(d1).fma(x0, acc1);
+                acc0 = q8(s, o0 + 18).mul(d0).fma(x1, acc0);
+                acc1 = q8(s, o1 + 18).mul(d1).fma(x1, acc1);
+            }
+        } else if (type == DType.Q4_0) {
+            for (int p = 0; p < k; p += 32, o0 += 18, o1 += 18) {
+                FloatVector x0 = FloatVector.fromArray(FS, x, p), x1 = FloatVector.fromArray(FS, x, p + 16);
+                IntVector t0 = q4Table(s, o0), t1 = q4Table(s, o1);
+                IntVector q0 = nibbleBytes(ByteVector.fromMemorySegment(BS, s, o0 + 2, LE));
+                IntVector q1 = nibbleBytes(ByteVector.fromMemorySegment(BS, s, o1 + 2, LE));
+                acc0 = lowNibbles(q0, t0).fma(x0, acc0);
+                acc1 = lowNibbles(q1, t1).fma(x0, acc1);
+                acc0 = highNibbles(q0, t0).fma(x1, acc0);
+                acc1 = highNibbles(q1, t1).fma(x1, acc1);
+            }
+        } else {
+            throw new IllegalArgumentException("no weight-row dot for " + type);
+        }
+        out[0] = VMath.sum(acc0);
+        out[1] = VMath.sum(acc1);
+    }
+
     // ---- block decoders: 16 floats each -----------------------------------------------------------------------
 
     /** 16 signed bytes at {@code at} as floats. */
