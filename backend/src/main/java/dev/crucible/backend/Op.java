@@ -25,10 +25,14 @@ public sealed interface Op {
         public List<Buffer> outputs() { return List.of(out); }
     }
 
-    /** dst = src, same type and length. */
+    /**
+     * dst = src, same length; same type (a bit copy), or F32 → F16 (each value rounded to the nearest half, ties to
+     * even, as {@link Float#floatToFloat16}: how new keys and values enter an F16 KV cache).
+     */
     record Copy(Buffer src, Buffer dst) implements Op {
         public Copy {
-            check(src.type() == dst.type(), "Copy: types differ");
+            check(src.type() == dst.type() || (src.type() == DType.F32 && dst.type() == DType.F16),
+                    "Copy: cannot copy " + src.type() + " to " + dst.type() + " (same type, or F32 to F16)");
             check(src.elements() == dst.elements(), "Copy: lengths differ");
         }
 
@@ -259,7 +263,8 @@ public sealed interface Op {
 
     /**
      * Causal attention with grouped KV heads against a paged KV cache (inference; no backward). The cache is a pool
-     * of fixed-size pages, kPool and vPool (P,S,KV,D): P pages of S = pageSize token rows, keys stored after rope.
+     * of fixed-size pages, kPool and vPool (P,S,KV,D): P pages of S = pageSize token rows, keys stored after rope;
+     * both F32, or both F16 (half the memory and traffic; a backend widens each value exactly and computes in F32).
      * Query row r of q(R,H,D) belongs to a sequence whose pages are listed, in token order, in row r of
      * pageTable(R,maxPages) I32: its token t lives in page pageTable[r][t / S], row t % S. The row sees that
      * sequence's keys 0 … lengths[r]−1, lengths(R) I32 (causal: a query at position p has length p + 1).
@@ -280,7 +285,8 @@ public sealed interface Op {
             long qn = (long) rows * heads * headDim, page = (long) pageSize * kvHeads * headDim;
             size(q, DType.F32, qn, "q");
             size(out, DType.F32, qn, "out");
-            check(kPool.type() == DType.F32 && vPool.type() == DType.F32, "PagedAttention: kPool and vPool must be F32");
+            check((kPool.type() == DType.F32 || kPool.type() == DType.F16) && vPool.type() == kPool.type(),
+                    "PagedAttention: kPool and vPool must both be F32 or both F16, are " + kPool.type() + " and " + vPool.type());
             check(kPool.elements() > 0 && kPool.elements() % page == 0, "PagedAttention: kPool has " + kPool.elements()
                     + " elements, not (pages," + pageSize + "," + kvHeads + "," + headDim + ")");
             check(vPool.elements() == kPool.elements(), "PagedAttention: vPool and kPool differ in size");

@@ -62,6 +62,9 @@ final class GenerateBenchCommand implements Callable<Integer> {
     @Mixin
     WeightOptions weightOptions;
 
+    @Mixin
+    KvOptions kvOptions;
+
     @Override
     public Integer call() throws Exception {
         if ((model == null) == (shape == null)) throw new UserException("give exactly one of --model or --shape");
@@ -70,6 +73,7 @@ final class GenerateBenchCommand implements Callable<Integer> {
             throw new UserException("--prompt-tokens, --gen-tokens, --reps and --prefill-chunk must be positive");
         }
         for (int b : batch) if (b <= 0 || b > 256) throw new UserException("--batch sizes must be in 1..256, got " + b);
+        kvOptions.type();                                                 // a bad --kv-type fails before the model loads
         try (Backend be = profile ? new BenchCommand.Profiler(backendOptions.create()) : backendOptions.create()) {
             Llama m;
             ModelFiles.Loaded loaded = null;
@@ -162,11 +166,13 @@ final class GenerateBenchCommand implements Callable<Integer> {
         int most = Arrays.stream(batch).max().orElseThrow();
         int length = promptTokens + genTokens;
         int pages = most * dev.crucible.model.BatchDecoder.pagesFor(length, dev.crucible.model.BatchDecoder.DEFAULT_PAGE_SIZE);
-        System.out.printf("batched decode (%d-token prompts, %d steps; BatchDecoder, the serving path):%n", promptTokens, genTokens);
+        System.out.printf("batched decode (%d-token prompts, %d steps; BatchDecoder, the serving path, %s KV cache):%n",
+                promptTokens, genTokens, kvOptions.type());
         System.out.println("  batch   aggregate tok/s (range)        per sequence   vs batch 1");
         double single = 0;
         try (dev.crucible.model.BatchDecoder dec = new dev.crucible.model.BatchDecoder(m, most, pages,
-                dev.crucible.model.BatchDecoder.DEFAULT_PAGE_SIZE, length, Math.max(most, Math.min(prefillChunk, 512)))) {
+                dev.crucible.model.BatchDecoder.DEFAULT_PAGE_SIZE, length, Math.max(most, Math.min(prefillChunk, 512)),
+                kvOptions.type())) {
             for (int b : batch) {
                 double[] agg = new double[reps];
                 for (int r = -1; r < reps; r++) {

@@ -47,10 +47,14 @@ final class LoadBenchCommand implements Callable<Integer> {
     @Mixin
     WeightOptions weightOptions;
 
+    @Mixin
+    KvOptions kvOptions;
+
     @Override
     public Integer call() throws Exception {
         if ((model == null) == (url == null)) throw new UserException("give exactly one of --model PATH or --url URL");
         if (clients <= 0 || !(seconds > 0) || slots <= 0) throw new UserException("--clients, --seconds and --slots must be positive");
+        kvOptions.type();                                                 // a bad --kv-type fails before the model loads
         if (url != null) {
             String host = java.net.URI.create(url).getHost();
             if (host == null || !(host.equals("localhost") || host.startsWith("127.") || host.equals("[::1]") || host.equals("::1"))) {
@@ -61,7 +65,7 @@ final class LoadBenchCommand implements Callable<Integer> {
         try (Backend be = backendOptions.create(); ModelFiles.Loaded m = ModelFiles.load(model, be, weightOptions.type());
              BatchDecoder dec = new BatchDecoder(m.model(), slots,
                      BatchDecoder.pagesFor((long) slots * m.model().config().context(), BatchDecoder.DEFAULT_PAGE_SIZE),
-                     BatchDecoder.DEFAULT_PAGE_SIZE, Math.max(slots, 64));
+                     BatchDecoder.DEFAULT_PAGE_SIZE, m.model().config().context(), Math.max(slots, 64), kvOptions.type());
              BatchEngine engine = new BatchEngine(dec, m.tokenizer(), Tokenizers.eosId(m.tokenizer()), new BatchEngine.Config(4 * slots));
              OpenAiServer server = new OpenAiServer(engine, m.tokenizer(), ServerConfig.defaults("load").withPort(0))) {
             System.out.printf("serving %s on 127.0.0.1:%d with %d slots; %d clients for %.0f s ...%n", model, server.port(), slots, clients, seconds);

@@ -6,6 +6,7 @@ import dev.crucible.model.BatchDecoder;
 import dev.crucible.serve.LoadGenerator;
 import dev.crucible.serve.OpenAiServer;
 import dev.crucible.serve.ServerConfig;
+import dev.crucible.tensor.DType;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -44,10 +45,14 @@ final class ServeBenchCommand implements Callable<Integer> {
     @Mixin
     WeightOptions weightOptions;
 
+    @Mixin
+    KvOptions kvOptions;
+
     @Override
     public Integer call() throws Exception {
         if ((model == null) == (url == null)) throw new UserException("give exactly one of --model PATH or --url URL");
         if (tokens <= 1) throw new UserException("--tokens must be at least 2");
+        DType kvType = kvOptions.type();
         if (url != null) {
             report(url, apiKey);
             return 0;
@@ -56,7 +61,7 @@ final class ServeBenchCommand implements Callable<Integer> {
         try (Backend be = backendOptions.create(); ModelFiles.Loaded m = ModelFiles.load(model, be, weightOptions.type());
              BatchDecoder dec = new BatchDecoder(m.model(), slots,
                      BatchDecoder.pagesFor((long) slots * m.model().config().context(), BatchDecoder.DEFAULT_PAGE_SIZE),
-                     BatchDecoder.DEFAULT_PAGE_SIZE, Math.max(slots, 64));
+                     BatchDecoder.DEFAULT_PAGE_SIZE, m.model().config().context(), Math.max(slots, 64), kvType);
              BatchEngine engine = new BatchEngine(dec, m.tokenizer(), Tokenizers.eosId(m.tokenizer()), new BatchEngine.Config(4 * slots));
              OpenAiServer server = new OpenAiServer(engine, m.tokenizer(), ServerConfig.defaults("bench").withPort(0))) {
             report("http://127.0.0.1:" + server.port(), null);

@@ -5,6 +5,7 @@ import dev.crucible.engine.BatchEngine;
 import dev.crucible.model.BatchDecoder;
 import dev.crucible.serve.OpenAiServer;
 import dev.crucible.serve.ServerConfig;
+import dev.crucible.tensor.DType;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -76,8 +77,12 @@ final class ServeCommand implements Callable<Integer> {
     @Mixin
     WeightOptions weightOptions;
 
+    @Mixin
+    KvOptions kvOptions;
+
     @Override
     public Integer call() throws Exception {
+        DType kvType = kvOptions.type();
         List<String> keys = new ArrayList<>(apiKeys);
         if (apiKeyFile != null) {
             try {
@@ -102,11 +107,11 @@ final class ServeCommand implements Callable<Integer> {
             long tokens = kvTokens != null ? kvTokens : 16L * ctx;
             if (tokens < ctx) throw new UserException("--kv-tokens " + tokens + " cannot hold one sequence of --context " + ctx);
             if (tokens / pageSize >= Integer.MAX_VALUE) throw new UserException("--kv-tokens " + tokens + " is too many pages of " + pageSize);
-            try (BatchDecoder dec = new BatchDecoder(m.model(), slots, BatchDecoder.pagesFor(tokens, pageSize), pageSize, ctx, Math.max(slots, 64));
+            try (BatchDecoder dec = new BatchDecoder(m.model(), slots, BatchDecoder.pagesFor(tokens, pageSize), pageSize, ctx, Math.max(slots, 64), kvType);
                  BatchEngine engine = new BatchEngine(dec, m.tokenizer(), Tokenizers.eosId(m.tokenizer()), new BatchEngine.Config(maxQueue));
                  OpenAiServer server = new OpenAiServer(engine, m.tokenizer(), cfg)) {
-                System.err.printf("serving %s on http://%s:%d/ (up to %d sequences of up to %d tokens; KV cache %d pages x %d tokens, %.1f MiB%s)%n",
-                        name, host, server.port(), slots, ctx, dec.pages(), dec.pageSize(), dec.cacheBytes() / 1048576.0,
+                System.err.printf("serving %s on http://%s:%d/ (up to %d sequences of up to %d tokens; KV cache %d pages x %d tokens, %s, %.1f MiB%s)%n",
+                        name, host, server.port(), slots, ctx, dec.pages(), dec.pageSize(), dec.kvType(), dec.cacheBytes() / 1048576.0,
                         keys.isEmpty() ? "" : ", API keys required");
                 CountDownLatch stop = new CountDownLatch(1);
                 Runtime.getRuntime().addShutdownHook(new Thread(stop::countDown));

@@ -176,5 +176,7 @@ class CliTest {
         assertTrue(r.out().lines().anyMatch(l -> l.matches("\\s+1\\s+[0-9.]+ .*1\\.00x")), r.out());
         assertTrue(r.out().lines().anyMatch(l -> l.matches("\\s+3\\s+[0-9.]+ .*[0-9.]+x")), r.out());
         userError(run("bench", "generate", "--shape", "tiny", "--batch", "0"), "--batch");
+        userError(run("bench", "generate", "--shape", "tiny", "--kv-type", "q8_0"), "--kv-type must be f32 or f16, got 'q8_0'");
+        userError(run("serve", "--model", "no-such-model", "--kv-type", "bf16"), "--kv-type must be f32 or f16, got 'bf16'");
     }
 }

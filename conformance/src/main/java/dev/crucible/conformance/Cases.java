@@ -15,6 +15,7 @@ import java.util.stream.Collectors;
 import static dev.crucible.conformance.Gen.inputs;
 import static dev.crucible.conformance.Gen.normal;
 import static dev.crucible.conformance.Gen.uniform;
+import static dev.crucible.tensor.DType.F16;
 import static dev.crucible.tensor.DType.F32;
 import static dev.crucible.tensor.DType.I32;
 
@@ -39,6 +40,8 @@ public final class Cases {
         c.add(copy(F32, 37));
         c.add(copy(I32, 256));
         c.add(copy(I32, 13));
+        c.add(copyToHalf(1024));
+        c.add(copyToHalf(37));
         c.add(embedding(128, 512, 64));
         c.add(embedding(7, 37, 13));
         c.add(embeddingBackward(128, 64, 64));
@@ -105,6 +108,12 @@ public final class Cases {
         c.add(pagedAttention(4, 4, 16, 16, new int[] {200, 5}));
         c.add(pagedPrefill(4, 1, 32, 16, 20, 13));
         c.add(pagedPrefill(2, 1, 13, 5, 3, 37));
+        // F16 pools (an F16 KV cache): the same shapes; the reference widens the same halves exactly, so the
+        // tolerance is F32's.
+        c.add(pagedAttention(F16, 8, 2, 64, 16, new int[] {1, 16, 17, 64, 100, 33}));
+        c.add(pagedAttention(F16, 6, 3, 37, 7, new int[] {1, 7, 8, 23, 40}));
+        c.add(pagedPrefill(F16, 4, 1, 32, 16, 20, 13));
+        c.add(pagedPrefill(F16, 2, 1, 13, 5, 3, 37));
         return List.copyOf(c);
     }
 
@@ -118,6 +127,18 @@ public final class Cases {
         return new OpCase("Copy", "n=" + n, type, Tolerance.EXACT,
                 (rng, ref) -> inputs("src", type == F32 ? normal(rng, n, 1) : randomInts(rng, n)),
                 h -> new Op.Copy(h.in("src"), h.out("dst", type, n)));
+    }
+
+    /** F32 → F16, each value rounded to the nearest half (ties to even); values past ±65504 become ±∞. */
+    static OpCase copyToHalf(int n) {
+        return new OpCase("Copy", "F32→F16 n=" + n, F16, Tolerance.EXACT,
+                (rng, ref) -> {
+                    float[] x = normal(rng, n, 1).floats();
+                    float[] special = {0f, -0f, 65504f, 65520f, -7e4f, 6e-8f, 1e-5f, 1f + 0x1p-11f, 1f + 3 * 0x1p-11f};
+                    System.arraycopy(special, 0, x, 0, Math.min(n, special.length));
+                    return inputs("src", HostArray.f32(x));
+                },
+                h -> new Op.Copy(h.in("src"), h.out("dst", F16, n)));
     }
 
     private static HostArray randomInts(Rng rng, int n) {
@@ -391,18 +412,32 @@ public final class Cases {
                         1e-8f, 0.1f, step, 0.5f));
     }
 
+    private static HostArray pooled(DType pool, float[] values) {
+        return pool == F32 ? HostArray.f32(values) : HostArray.encoded(pool, values);
+    }
+
     /** A decode step: row r is its own sequence with {@code lengths[r]} keys (query at position lengths[r] − 1). */
     static OpCase pagedAttention(int heads, int kvHeads, int headDim, int pageSize, int[] lengths) {
+        return pagedAttention(F32, heads, kvHeads, headDim, pageSize, lengths);
+    }
+
+    /** A decode step with pools of {@code pool} type (F32 or F16). */
+    static OpCase pagedAttention(DType pool, int heads, int kvHeads, int headDim, int pageSize, int[] lengths) {
         String lens = Arrays.stream(lengths).mapToObj(Integer::toString).collect(Collectors.joining(","));
-        return pagedAttention("decode R=" + lengths.length + " lengths=" + lens, heads, kvHeads, headDim, pageSize,
+        return pagedAttention(pool, "decode R=" + lengths.length + " lengths=" + lens, heads, kvHeads, headDim, pageSize,
                 lengths, false);
     }
 
     /** A prefill chunk of one sequence: {@code rows} queries at positions q0 … q0+rows−1, all on one page-table row. */
     static OpCase pagedPrefill(int heads, int kvHeads, int headDim, int pageSize, int q0, int rows) {
+        return pagedPrefill(F32, heads, kvHeads, headDim, pageSize, q0, rows);
+    }
+
+    /** A prefill chunk with pools of {@code pool} type (F32 or F16). */
+    static OpCase pagedPrefill(DType pool, int heads, int kvHeads, int headDim, int pageSize, int q0, int rows) {
         int[] lengths = new int[rows];
         for (int r = 0; r < rows; r++) lengths[r] = q0 + 1 + r;
-        return pagedAttention("prefill R=" + rows + " q0=" + q0, heads, kvHeads, headDim, pageSize, lengths, true);
+        return pagedAttention(pool, "prefill R=" + rows + " q0=" + q0, heads, kvHeads, headDim, pageSize, lengths, true);
     }
 
     /**
@@ -410,7 +445,7 @@ public final class Cases {
      * what a row needs are −1 (never read); every pool row no query may see (spare pages, the tail of a sequence's last
      * page) holds ±3e4, so a kernel that reads a wrong page or a key past the length does not pass by luck.
      */
-    private static OpCase pagedAttention(String label, int heads, int kvHeads, int headDim, int pageSize, int[] lengths,
+    private static OpCase pagedAttention(DType pool, String label, int heads, int kvHeads, int headDim, int pageSize, int[] lengths,
                                          boolean oneSequence) {
         int rows = lengths.length, kvRow = kvHeads * headDim;
         int longest = Arrays.stream(lengths).max().orElseThrow();
@@ -421,7 +456,7 @@ public final class Cases {
         for (int len : seqLength) needed += (len + pageSize - 1) / pageSize;
         int pages = needed + 3;
         return new OpCase("PagedAttention", label + " H=" + heads + " KV=" + kvHeads + " D=" + headDim + " S=" + pageSize
-                + " pages=" + pages, F32, Tolerance.SOFTMAX,
+                + " pages=" + pages, pool, Tolerance.SOFTMAX,
                 (rng, ref) -> {
                     int[] ids = new int[pages];
                     for (int i = 0; i < pages; i++) ids[i] = i;
@@ -451,8 +486,8 @@ public final class Cases {
                         int[] own = seqPages[oneSequence ? 0 : r];
                         System.arraycopy(own, 0, table, r * maxPages, oneSequence ? own.length : (lengths[r] + pageSize - 1) / pageSize);
                     }
-                    return inputs("q", normal(rng, rows * heads * headDim, 1), "kPool", HostArray.f32(k),
-                            "vPool", HostArray.f32(v), "pageTable", HostArray.i32(table), "lengths", HostArray.i32(lengths));
+                    return inputs("q", normal(rng, rows * heads * headDim, 1), "kPool", pooled(pool, k),
+                            "vPool", pooled(pool, v), "pageTable", HostArray.i32(table), "lengths", HostArray.i32(lengths));
                 },
                 h -> new Op.PagedAttention(h.in("q"), h.in("kPool"), h.in("vPool"), h.in("pageTable"), h.in("lengths"),
                         h.out("out", F32, (long) rows * heads * headDim), rows, heads, kvHeads, headDim, pageSize,

@@ -41,7 +41,11 @@ public final class Harness implements AutoCloseable {
      */
     public static final int SENTINEL = 0x7FA5_C3E1;
 
+    /** The sentinel of an F16 output: a signalling half NaN (quiet bit clear) with a payload. */
+    public static final short HALF_SENTINEL = 0x7D5C;
+
     private static final ValueLayout.OfInt BITS = ValueLayout.JAVA_INT_UNALIGNED;
+    private static final ValueLayout.OfShort HALF_BITS = ValueLayout.JAVA_SHORT_UNALIGNED;
 
     private enum Kind { IN, IN_OUT, OUT }
 
@@ -125,7 +129,11 @@ public final class Harness implements AutoCloseable {
 
     private void upload(Slot s) {
         MemorySegment host = arena.allocate(s.type.bytes(s.rootElements()), 64);
-        for (long i = 0; i < host.byteSize() / 4; i++) host.setAtIndex(BITS, i, SENTINEL);
+        if (s.type == DType.F16) {
+            for (long i = 0; i < host.byteSize() / 2; i++) host.setAtIndex(HALF_BITS, i, HALF_SENTINEL);
+        } else {
+            for (long i = 0; i < host.byteSize() / 4; i++) host.setAtIndex(BITS, i, SENTINEL);
+        }
         if (s.initial != null) s.initial.write(host, s.offset());
         backend.copyIn(s.root, host);
     }
@@ -165,13 +173,13 @@ public final class Harness implements AutoCloseable {
 
     private static void checkGuards(Slot s, MemorySegment host, List<String> problems) {
         for (int i = 0; i < GUARD; i++) {
-            if (host.getAtIndex(BITS, i) != SENTINEL) {
+            if (!sentinel(s, host, i)) {
                 problems.add("wrote outside its output '" + s.name + "' (element " + (i - GUARD) + ", before the start)");
                 break;
             }
         }
         for (int i = 0; i < GUARD; i++) {
-            if (host.getAtIndex(BITS, (long) GUARD + s.n + i) != SENTINEL) {
+            if (!sentinel(s, host, (long) GUARD + s.n + i)) {
                 problems.add("wrote outside its output '" + s.name + "' (element " + (s.n + i) + " of " + s.n + ")");
                 break;
             }
@@ -181,7 +189,7 @@ public final class Harness implements AutoCloseable {
     private static void checkWritten(Slot s, MemorySegment host, List<String> problems) {
         int count = 0, first = -1;
         for (int i = 0; i < s.n; i++) {
-            if (host.getAtIndex(BITS, (long) GUARD + i) == SENTINEL) {
+            if (sentinel(s, host, (long) GUARD + i)) {
                 if (first < 0) first = i;
                 count++;
             }
@@ -189,8 +197,15 @@ public final class Harness implements AutoCloseable {
         if (count > 0) problems.add("left " + count + " element(s) of '" + s.name + "' unwritten (first " + first + ")");
     }
 
+    /** Whether element i of a downloaded root still holds the sentinel. */
+    private static boolean sentinel(Slot s, MemorySegment host, long i) {
+        return s.type == DType.F16 ? host.getAtIndex(HALF_BITS, i) == HALF_SENTINEL : host.getAtIndex(BITS, i) == SENTINEL;
+    }
+
     private static void checkType(DType type) {
-        if (type != DType.F32 && type != DType.I32) throw new IllegalArgumentException("harness holds F32/I32, not " + type);
+        if (type != DType.F32 && type != DType.I32 && type != DType.F16) {
+            throw new IllegalArgumentException("harness holds F32/I32/F16, not " + type);
+        }
     }
 
     @Override

@@ -137,7 +137,10 @@ public final class CpuBackend extends HostBackend {
                 if (o.out().type() == DType.I32) Elementwise.fillInt(pool, seg(o.out()), o.out().elements(), (int) o.value());
                 else Elementwise.fill(pool, seg(o.out()), o.out().elements(), o.value());
             }
-            case Op.Copy o -> Elementwise.copy(pool, seg(o.src()), seg(o.dst()));
+            case Op.Copy o -> {
+                if (o.src().type() == o.dst().type()) Elementwise.copy(pool, seg(o.src()), seg(o.dst()));
+                else Elementwise.toHalf(pool, seg(o.src()), seg(o.dst()), o.src().elements()); // F32 → F16
+            }
             case Op.Embedding o -> Embedding.forward(pool, seg(o.ids()), seg(o.table()), o.table().type(), seg(o.out()),
                     o.n(), o.dim(), o.table().elements() / o.dim());
             case Op.EmbeddingBackward o -> Embedding.backward(pool, seg(o.ids()), seg(o.dOut()), seg(o.dTable()), o.n(),
@@ -168,7 +171,7 @@ public final class CpuBackend extends HostBackend {
                     o.gradScale());
             case Op.PagedAttention o -> PagedAttention.forward(pool, seg(o.q()), seg(o.kPool()), seg(o.vPool()),
                     seg(o.pageTable()), seg(o.lengths()), seg(o.out()), o.rows(), o.heads(), o.kvHeads(), o.headDim(),
-                    o.pageSize(), o.maxPages(), o.pages());
+                    o.pageSize(), o.maxPages(), o.pages(), o.kPool().type() == DType.F16);
         }
     }
 

@@ -33,6 +33,16 @@ final class OpHarness {
             return b;
         }
 
+        /** data rounded to F16 (nearest, ties to even). */
+        Buffer f16(float[] data) {
+            Buffer b = backend.allocate(DType.F16, data.length);
+            for (int i = 0; i < data.length; i++) {
+                HostBuffer.seg(b).setAtIndex(java.lang.foreign.ValueLayout.JAVA_SHORT_UNALIGNED, i, Float.floatToFloat16(data[i]));
+            }
+            owned.add(b);
+            return b;
+        }
+
         Buffer i32(int[] data) {
             Buffer b = backend.allocate(DType.I32, data.length);
             MemorySegment.copy(data, 0, HostBuffer.seg(b), HostBuffer.I32, 0, data.length);
@@ -41,7 +51,7 @@ final class OpHarness {
         }
     }
 
-    /** Builds the op on {@code backend}, runs it, and returns each output (F32 as float[], I32 as int[]). */
+    /** Builds the op on {@code backend}, runs it, and returns each output (F32 as float[], I32 as int[], F16 as short[]). */
     static List<Object> run(Backend backend, Function<Alloc, Op> factory) {
         Alloc alloc = new Alloc(backend);
         Op op = factory.apply(alloc);
@@ -59,6 +69,11 @@ final class OpHarness {
         if (h.type() == DType.I32) {
             int[] r = new int[n];
             MemorySegment.copy(h.segment(), HostBuffer.I32, 0, r, 0, n);
+            return r;
+        }
+        if (h.type() == DType.F16) {
+            short[] r = new short[n];
+            MemorySegment.copy(h.segment(), java.lang.foreign.ValueLayout.JAVA_SHORT_UNALIGNED, 0, r, 0, n);
             return r;
         }
         float[] r = new float[n];

@@ -17,7 +17,9 @@ import java.util.List;
  * the math: the layer is the one in {@code Llama.Session}, with the row dimension spread over sequences).
  *
  * <p><b>Paged KV cache</b> (vLLM's PagedAttention). Keys (after rope) and values live in one pool per layer of
- * {@code pages} pages of {@code pageSize} tokens: (pages, pageSize, KV·D) floats each for K and V. A sequence owns a
+ * {@code pages} pages of {@code pageSize} tokens: (pages, pageSize, KV·D) values each for K and V, F32 or F16 (the
+ * {@linkplain #kvType() KV type}: F16 halves the memory and the attention's traffic; new rows are rounded to the
+ * nearest half as they are written, attention widens them exactly and computes in F32). A sequence owns a
  * page table, the list of its pages in token order; token t sits in row t % pageSize of page table[t / pageSize].
  * Appending tokens takes pages from a free list one page at a time as a sequence grows, and {@link #release} returns
  * them all. So memory holds the tokens actually cached (rounded up to a page per sequence), not sequences × the
@@ -59,7 +61,8 @@ public final class BatchDecoder implements AutoCloseable {
     private final int maxSequences, pages, pageSize, maxLength, maxPages, rows;
     private final Buffer embed, norm, lmHead;
     private final Buffer[] n1, wq, wk, wv, wo, n2, wg, wu, wd;
-    private final Buffer[] kPool, vPool;                             // L × (pages, pageSize, KV·D)
+    private final DType kvType;                                      // F32 or F16
+    private final Buffer[] kPool, vPool;                             // L × (pages, pageSize, KV·D) of kvType
     private final Buffer pageTable, lengths;                         // (rows, maxPages) I32, (rows) I32
     private final Buffer ids, positions, x, ln, q, kNew, vNew, att, tmp, mid, gate, up, hid, logits;
     private final List<Buffer> owned = new ArrayList<>();
@@ -88,6 +91,16 @@ public final class BatchDecoder implements AutoCloseable {
      * @param rows         most rows in one forward: the decode batch size and the prefill chunk
      */
     public BatchDecoder(Llama model, int maxSequences, int pages, int pageSize, int maxLength, int rows) {
+        this(model, maxSequences, pages, pageSize, maxLength, rows, DType.F32);
+    }
+
+    /**
+     * As {@link #BatchDecoder(Llama, int, int, int, int, int)}, with the cache in {@code kvType}: F32 (exact) or F16
+     * (half the memory: twice the tokens in the same bytes).
+     */
+    public BatchDecoder(Llama model, int maxSequences, int pages, int pageSize, int maxLength, int rows, DType kvType) {
+        if (kvType != DType.F32 && kvType != DType.F16) throw new IllegalArgumentException("KV cache type must be F32 or F16, got " + kvType);
+        this.kvType = kvType;
         this.model = model;
         this.cfg = model.config();
         this.be = model.backend();
@@ -122,8 +135,8 @@ public final class BatchDecoder implements AutoCloseable {
             wg[l] = model.param(p + "mlp.gate_proj.weight");
             wu[l] = model.param(p + "mlp.up_proj.weight");
             wd[l] = model.param(p + "mlp.down_proj.weight");
-            kPool[l] = alloc(DType.F32, (long) pages * pageSize * KV);
-            vPool[l] = alloc(DType.F32, (long) pages * pageSize * KV);
+            kPool[l] = alloc(kvType, (long) pages * pageSize * KV);
+            vPool[l] = alloc(kvType, (long) pages * pageSize * KV);
         }
         pageTable = alloc(DType.I32, (long) rows * maxPages);
         lengths = alloc(DType.I32, rows);
@@ -194,8 +207,11 @@ public final class BatchDecoder implements AutoCloseable {
         return n;
     }
 
+    /** The type of the cached keys and values: F32 or F16. */
+    public DType kvType() { return kvType; }
+
     /** Bytes of the KV pool (keys and values, every layer). */
-    public long cacheBytes() { return 2L * cfg.layers() * pages * pageSize * cfg.kvDim() * Float.BYTES; }
+    public long cacheBytes() { return kvType.bytes(2L * cfg.layers() * pages * pageSize * cfg.kvDim()); }
 
     /** A free sequence id, with an empty cache, or -1 when all are in use. */
     public int acquire() {

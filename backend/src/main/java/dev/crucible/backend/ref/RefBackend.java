@@ -9,11 +9,15 @@ import dev.crucible.backend.UnsupportedOpException;
 import dev.crucible.tensor.Blocks;
 import dev.crucible.tensor.DType;
 
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
 /**
  * The executable specification: every op as the most obvious scalar loop, one thread, sums in double. Other
  * backends are correct when they agree with this one within the conformance tolerances. Never optimise it.
  */
 public final class RefBackend extends HostBackend {
+    private static final ValueLayout.OfShort HALF = ValueLayout.JAVA_SHORT_UNALIGNED;
 
     public static final class Provider implements BackendProvider {
         @Override
@@ -39,7 +43,7 @@ public final class RefBackend extends HostBackend {
         if (!supports(op)) throw new UnsupportedOpException(name(), op);
         switch (op) {
             case Op.Fill o -> fill(o);
-            case Op.Copy o -> HostBuffer.seg(o.dst()).copyFrom(HostBuffer.seg(o.src()));
+            case Op.Copy o -> copy(o);
             case Op.Embedding o -> embedding(o);
             case Op.EmbeddingBackward o -> embeddingBackward(o);
             case Op.RmsNorm o -> rmsNorm(o);
@@ -207,6 +211,21 @@ public final class RefBackend extends HostBackend {
         }
     }
 
+    private static void copy(Op.Copy o) {
+        if (o.src().type() == o.dst().type()) {
+            HostBuffer.seg(o.dst()).copyFrom(HostBuffer.seg(o.src()));
+            return;
+        }
+        HostBuffer src = h(o.src());                                   // F32 → F16, the only conversion Op.Copy allows
+        MemorySegment dst = HostBuffer.seg(o.dst());
+        for (long i = 0; i < src.elements(); i++) dst.setAtIndex(HALF, i, Float.floatToFloat16(src.getFloat(i)));
+    }
+
+    /** Element i of an F32 or F16 buffer, as a float (a half widened exactly). */
+    private static float real(HostBuffer b, long i) {
+        return b.type() == DType.F16 ? Float.float16ToFloat(b.segment().getAtIndex(HALF, i)) : b.getFloat(i);
+    }
+
     private static void pagedAttention(Op.PagedAttention o) {
         HostBuffer q = h(o.q()), kp = h(o.kPool()), vp = h(o.vPool()), table = h(o.pageTable()), out = h(o.out());
         HostBuffer lengths = h(o.lengths());
@@ -232,7 +251,7 @@ public final class RefBackend extends HostBackend {
                 double max = Double.NEGATIVE_INFINITY;
                 for (int t = 0; t < len; t++) {
                     double dot = 0;
-                    for (int c = 0; c < d; c++) dot += (double) q.getFloat(qb + c) * kp.getFloat(key[t] + (long) kh * d + c);
+                    for (int c = 0; c < d; c++) dot += (double) q.getFloat(qb + c) * real(kp, key[t] + (long) kh * d + c);
                     s[t] = dot * scale;
                     max = Math.max(max, s[t]);
                 }
@@ -240,7 +259,7 @@ public final class RefBackend extends HostBackend {
                 for (int t = 0; t < len; t++) sum += Math.exp(s[t] - max);
                 for (int c = 0; c < d; c++) {
                     double acc = 0;
-                    for (int t = 0; t < len; t++) acc += Math.exp(s[t] - max) / sum * vp.getFloat(key[t] + (long) kh * d + c);
+                    for (int t = 0; t < len; t++) acc += Math.exp(s[t] - max) / sum * real(vp, key[t] + (long) kh * d + c);
                     out.setFloat(qb + c, (float) acc);
                 }
             }

@@ -223,6 +223,73 @@ public final class Attention {
         return max;
     }
 
+    /**
+     * {@link #scoresByRows(float[], int, MemorySegment, long[], int, int, int, float, float[])} with key j at
+     * k[j·stride …] (rows decoded from an F16 cache): the same operations in the same order, so the same bits.
+     */
+    static float scoresByRows(float[] row, int ro, float[] k, int stride, int d, int nv, int limit, float scale,
+                              float[] s) {
+        float max = Float.NEGATIVE_INFINITY;
+        int dv = d / VL * VL;
+        int j = 0;
+        for (; j + 1 < limit; j += 2) {
+            int off0 = j * stride, off1 = off0 + stride;
+            FloatVector a0 = FloatVector.zero(S), a1 = FloatVector.zero(S);
+            for (int c = 0; c < dv; c += VL) {
+                FloatVector qc = FloatVector.fromArray(S, row, ro + c);
+                a0 = FloatVector.fromArray(S, k, off0 + c).fma(qc, a0);
+                a1 = FloatVector.fromArray(S, k, off1 + c).fma(qc, a1);
+            }
+            float x0 = VMath.sum(a0), x1 = VMath.sum(a1);
+            for (int c = dv; c < d; c++) {
+                x0 = Math.fma(row[ro + c], k[off0 + c], x0);
+                x1 = Math.fma(row[ro + c], k[off1 + c], x1);
+            }
+            x0 *= scale;
+            x1 *= scale;
+            s[j] = x0;
+            s[j + 1] = x1;
+            max = Math.max(max, Math.max(x0, x1));
+        }
+        for (; j < limit; j++) {
+            int off = j * stride;
+            FloatVector a0 = FloatVector.zero(S);
+            for (int c = 0; c < dv; c += VL) {
+                a0 = FloatVector.fromArray(S, k, off + c).fma(FloatVector.fromArray(S, row, ro + c), a0);
+            }
+            float x = VMath.sum(a0);
+            for (int c = dv; c < d; c++) x = Math.fma(row[ro + c], k[off + c], x);
+            x *= scale;
+            s[j] = x;
+            max = Math.max(max, x);
+        }
+        java.util.Arrays.fill(s, limit, nv * VL, Float.NEGATIVE_INFINITY);
+        return max;
+    }
+
+    /**
+     * {@link #accumulatePV(float[], int, int, float, float[], MemorySegment, long[], int)} with value row j at
+     * v[j·stride …]: the same operations in the same order.
+     */
+    static void accumulatePVByRows(float[] o, int oo, int d, float corr, float[] p, float[] v, int stride, int limit) {
+        int dv = d / VL * VL;
+        for (int cv = 0; cv < dv; cv += VL) {
+            FloatVector a0 = FloatVector.fromArray(S, o, oo + cv).mul(corr), a1 = FloatVector.zero(S);
+            int j = 0;
+            for (; j + 1 < limit; j += 2) {
+                a0 = FloatVector.fromArray(S, v, j * stride + cv).fma(FloatVector.broadcast(S, p[j]), a0);
+                a1 = FloatVector.fromArray(S, v, (j + 1) * stride + cv).fma(FloatVector.broadcast(S, p[j + 1]), a1);
+            }
+            if (j < limit) a0 = FloatVector.fromArray(S, v, j * stride + cv).fma(FloatVector.broadcast(S, p[j]), a0);
+            a0.add(a1).intoArray(o, oo + cv);
+        }
+        for (int c = dv; c < d; c++) {
+            float a = o[oo + c] * corr;
+            for (int j = 0; j < limit; j++) a = Math.fma(p[j], v[j * stride + c], a);
+            o[oo + c] = a;
+        }
+    }
+
     /** o[row] = o[row] · corr + Σ_{j<limit} p[j] · V_j, the value rows read in place at byte offsets at[j]. */
     static void accumulatePV(float[] o, int oo, int d, float corr, float[] p, MemorySegment v, long[] at, int limit) {
         int dv = d / VL * VL;

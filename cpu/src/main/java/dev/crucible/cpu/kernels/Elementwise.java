@@ -8,7 +8,7 @@ import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
 
 /**
- * Memory-bound elementwise ops (fill, copy, add) over flat F32/I32 segments. Work is split into fixed chunks of
+ * Memory-bound elementwise ops (fill, copy, F32 → F16 conversion, add) over flat F32/I32 segments. Work is split into fixed chunks of
  * {@link #CHUNK} elements; two threads reach about twice the read bandwidth of one.
  */
 public final class Elementwise {
@@ -18,6 +18,7 @@ public final class Elementwise {
     static final ByteOrder NATIVE = ByteOrder.nativeOrder();
     static final ValueLayout.OfFloat F = ValueLayout.JAVA_FLOAT_UNALIGNED;
     static final ValueLayout.OfInt I = ValueLayout.JAVA_INT_UNALIGNED;
+    static final ValueLayout.OfShort H = ValueLayout.JAVA_SHORT_UNALIGNED;
     /** Elements per task: large enough that the hand-off costs nothing, small enough to balance. */
     public static final long CHUNK = 1 << 16;
 
@@ -51,6 +52,16 @@ public final class Elementwise {
         par.forEach(Parallel.chunks(bytes, chunk), t -> {
             long from = t * chunk, len = Math.min(bytes - from, chunk);
             MemorySegment.copy(src, from, dst, from, len);
+        });
+    }
+
+    /**
+     * dst[0..n) (F16) = src[0..n) (F32), each rounded to the nearest half, ties to even ({@link Float#floatToFloat16}).
+     */
+    public static void toHalf(Parallel par, MemorySegment src, MemorySegment dst, long n) {
+        par.forEach(Parallel.chunks(n, CHUNK), t -> {
+            long from = t * CHUNK, to = Math.min(n, from + CHUNK);
+            for (long i = from; i < to; i++) dst.set(H, 2 * i, Float.floatToFloat16(src.get(F, 4 * i)));
         });
     }
 

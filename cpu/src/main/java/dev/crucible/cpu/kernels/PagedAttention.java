@@ -25,20 +25,25 @@ import static dev.crucible.cpu.kernels.Attention.VL;
  * <p>Each (row, head) runs the same arithmetic, in the same order, as {@link Attention#forward} does for a query
  * at position {@code length − 1} of a contiguous cache (same key blocks from 0, same score, exp and P·V code), so a
  * paged cache gives the same bits as a contiguous one holding the same keys, whichever rows share a block.
+ *
+ * <p>F16 pools (half the memory and traffic of F32) are widened exactly as they are read: a block of key and value
+ * rows is decoded into float scratch (rows as they lie for a decode step, keys transposed for a prefill block) and
+ * the same arithmetic runs on the arrays, so an F16 pool gives the bits an F32 pool holding the widened values gives.
  */
 public final class PagedAttention {
     private PagedAttention() {}
 
     private static final ValueLayout.OfInt I = ValueLayout.JAVA_INT_UNALIGNED;
+    private static final ValueLayout.OfShort H = ValueLayout.JAVA_SHORT_UNALIGNED;
 
     /**
-     * q, out (rows,H,D); kPool, vPool (pages,S,KV,D); pageTable (rows,maxPages) I32; lengths (rows) I32.
+     * q, out (rows,H,D); kPool, vPool (pages,S,KV,D), F32 or (half) F16; pageTable (rows,maxPages) I32; lengths (rows) I32.
      *
      * @throws IndexOutOfBoundsException if a length is outside 1 … maxPages·S or a page id it needs outside the pool
      */
     public static void forward(Parallel par, MemorySegment q, MemorySegment kPool, MemorySegment vPool,
                                MemorySegment pageTable, MemorySegment lengths, MemorySegment out, int rows, int heads,
-                               int kvHeads, int d, int pageSize, int maxPages, int pages) {
+                               int kvHeads, int d, int pageSize, int maxPages, int pages, boolean half) {
         int[] len = new int[rows], table = new int[rows * maxPages];
         MemorySegment.copy(lengths, I, 0, len, 0, rows);
         MemorySegment.copy(pageTable, I, 0, table, 0, rows * maxPages);
@@ -59,7 +64,7 @@ public final class PagedAttention {
         par.forEach(blocks * kvHeads, task -> {
             int blk = task / kvHeads, kh = task % kvHeads;
             block(q, kPool, vPool, out, table, len, start[blk], start[blk + 1] - start[blk], heads, kvHeads, kh, group,
-                    d, dp, pageSize, maxPages, scale);
+                    d, dp, pageSize, maxPages, scale, half);
         });
     }
 
@@ -81,14 +86,17 @@ public final class PagedAttention {
     /** Rows r0 … r0+n-1 (one page-table row), every query head of KV head kh. */
     private static void block(MemorySegment q, MemorySegment kPool, MemorySegment vPool, MemorySegment out,
                               int[] table, int[] len, int r0, int n, int heads, int kvHeads, int kh, int group, int d,
-                              int dp, int pageSize, int maxPages, float scale) {
+                              int dp, int pageSize, int maxPages, float scale, boolean half) {
         int nq = n * group; // query vectors: (row, group head) → index r·group + g
         float[] qs = new float[nq * dp], o = new float[nq * dp], m = new float[nq], l = new float[nq];
         boolean byRows = n <= Attention.ROW_MAJOR_ROWS; // as Attention.forward decides for its block of rows
-        // Decode rows read keys in place: no transposed block to allocate (a step runs rows·kvHeads of these tasks).
-        float[] kt = byRows ? null : new float[dp * BK], vb = byRows ? null : new float[BK * dp];
+        // Decode rows read F32 keys in place: no transposed block to allocate (a step runs rows·kvHeads of these
+        // tasks). F16 rows are decoded into kr, vb (row j at j·dp).
+        boolean inPlace = byRows && !half;
+        float[] kt = byRows ? null : new float[dp * BK], vb = inPlace ? null : new float[BK * dp];
+        float[] kr = byRows && half ? new float[BK * dp] : null;
         float[] p = new float[BK], tmp = new float[d];
-        long[] at = byRows ? new long[BK] : null;
+        long[] at = inPlace ? new long[BK] : null;
         Arrays.fill(m, Float.NEGATIVE_INFINITY);
         int keys = 0;
         for (int r = 0; r < n; r++) {
@@ -100,13 +108,20 @@ public final class PagedAttention {
         int tableRow = r0 * maxPages;
         for (int j0 = 0; j0 < keys; j0 += BK) {
             int bk = Math.min(BK, keys - j0);
-            if (byRows) {
+            if (inPlace) {
                 for (int j = 0; j < bk; j++) {
                     int t = j0 + j;
                     at[j] = (((long) table[tableRow + t / pageSize] * pageSize + t % pageSize) * kvHeads + kh) * d * 4;
                 }
+            } else if (byRows) {
+                for (int j = 0; j < bk; j++) {
+                    int t = j0 + j;
+                    long off = (((long) table[tableRow + t / pageSize] * pageSize + t % pageSize) * kvHeads + kh) * d * 2;
+                    widen(kPool, off, kr, j * dp, d);
+                    widen(vPool, off, vb, j * dp, d);
+                }
             } else {
-                loadKeys(kPool, vPool, table, tableRow, pageSize, kvHeads, kh, d, dp, j0, bk, kt, vb, tmp);
+                loadKeys(kPool, vPool, table, tableRow, pageSize, kvHeads, kh, d, dp, j0, bk, kt, vb, tmp, half);
             }
             for (int r = 0; r < n; r++) {
                 int limit = Math.min(bk, len[r0 + r] - j0);
@@ -114,14 +129,16 @@ public final class PagedAttention {
                 int nv = (limit + VL - 1) / VL;
                 for (int g = 0; g < group; g++) {
                     int qi = r * group + g;
-                    float bmax = byRows ? Attention.scoresByRows(qs, qi * dp, kPool, at, d, nv, limit, scale, p)
+                    float bmax = inPlace ? Attention.scoresByRows(qs, qi * dp, kPool, at, d, nv, limit, scale, p)
+                            : byRows ? Attention.scoresByRows(qs, qi * dp, kr, dp, d, nv, limit, scale, p)
                             : Attention.scores(qs, qi * dp, kt, d, nv, limit, scale, p);
                     float mOld = m[qi], mNew = Math.max(mOld, bmax);
                     float corr = mOld == Float.NEGATIVE_INFINITY ? 0f : VMath.exp(mOld - mNew);
                     float blockSum = VMath.exp(p, 0, p, 0, nv * VL, 1f, mNew); // masked lanes: e^−∞ = 0
                     m[qi] = mNew;
                     l[qi] = l[qi] * corr + blockSum;
-                    if (byRows) Attention.accumulatePV(o, qi * dp, d, corr, p, vPool, at, limit);
+                    if (inPlace) Attention.accumulatePV(o, qi * dp, d, corr, p, vPool, at, limit);
+                    else if (byRows) Attention.accumulatePVByRows(o, qi * dp, d, corr, p, vb, dp, limit);
                     else Attention.accumulatePV(o, qi * dp, dp, corr, p, vb, limit);
                 }
             }
@@ -136,18 +153,28 @@ public final class PagedAttention {
         }
     }
 
+    /** out[at … at+n) = the n halves at byte offset off, widened exactly. */
+    private static void widen(MemorySegment seg, long off, float[] out, int at, int n) {
+        for (int i = 0; i < n; i++) out[at + i] = Float.float16ToFloat(seg.get(H, off + 2L * i));
+    }
+
     /** kt[c][j] = K[j0+j][c] and vb[j][c] = V[j0+j][c] for j < bk, key t read from its page; the rest zero. */
     private static void loadKeys(MemorySegment kPool, MemorySegment vPool, int[] table, int tableRow, int pageSize,
                                  int kvHeads, int kh, int d, int dp, int j0, int bk, float[] kt, float[] vb,
-                                 float[] tmp) {
+                                 float[] tmp, boolean half) {
         for (int j = 0; j < BK; j++) {
             if (j < bk) {
                 int t = j0 + j;
                 long row = (long) table[tableRow + t / pageSize] * pageSize + t % pageSize;
-                long off = ((row * kvHeads + kh) * d) * 4;
-                MemorySegment.copy(kPool, F, off, tmp, 0, d);
+                long at = (row * kvHeads + kh) * d;
+                if (half) {
+                    widen(kPool, at * 2, tmp, 0, d);
+                    widen(vPool, at * 2, vb, j * dp, d);
+                } else {
+                    MemorySegment.copy(kPool, F, at * 4, tmp, 0, d);
+                    MemorySegment.copy(vPool, F, at * 4, vb, j * dp, d);
+                }
                 for (int c = 0; c < d; c++) kt[c * BK + j] = tmp[c];
-                MemorySegment.copy(vPool, F, off, vb, j * dp, d);
             } else {
                 for (int c = 0; c < d; c++) kt[c * BK + j] = 0f;
                 Arrays.fill(vb, j * dp, j * dp + d, 0f);
