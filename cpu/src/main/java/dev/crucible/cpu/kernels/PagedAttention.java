@@ -96,7 +96,10 @@ public final class PagedAttention {
         float[] kt = byRows ? null : new float[dp * BK], vb = inPlace ? null : new float[BK * dp];
         float[] kr = byRows && half ? new float[BK * dp] : null;
         float[] p = new float[BK], tmp = new float[d];
-        long[] at = inPlace ? new long[BK] : null;
+        long[] at = byRows ? new long[BK] : null;
+        // Decoded F16 rows are read through the same in-place code, as a heap segment over the scratch arrays.
+        MemorySegment kRows = byRows && half ? MemorySegment.ofArray(kr) : kPool;
+        MemorySegment vRows = byRows && half ? MemorySegment.ofArray(vb) : vPool;
         Arrays.fill(m, Float.NEGATIVE_INFINITY);
         int keys = 0;
         for (int r = 0; r < n; r++) {
@@ -119,6 +122,7 @@ public final class PagedAttention {
                     long off = (((long) table[tableRow + t / pageSize] * pageSize + t % pageSize) * kvHeads + kh) * d * 2;
                     widen(kPool, off, kr, j * dp, d);
                     widen(vPool, off, vb, j * dp, d);
+                    at[j] = (long) j * dp * 4;
                 }
             } else {
                 loadKeys(kPool, vPool, table, tableRow, pageSize, kvHeads, kh, d, dp, j0, bk, kt, vb, tmp, half);
@@ -129,16 +133,14 @@ public final class PagedAttention {
                 int nv = (limit + VL - 1) / VL;
                 for (int g = 0; g < group; g++) {
                     int qi = r * group + g;
-                    float bmax = inPlace ? Attention.scoresByRows(qs, qi * dp, kPool, at, d, nv, limit, scale, p)
-                            : byRows ? Attention.scoresByRows(qs, qi * dp, kr, dp, d, nv, limit, scale, p)
+                    float bmax = byRows ? Attention.scoresByRows(qs, qi * dp, kRows, at, d, nv, limit, scale, p)
                             : Attention.scores(qs, qi * dp, kt, d, nv, limit, scale, p);
                     float mOld = m[qi], mNew = Math.max(mOld, bmax);
                     float corr = mOld == Float.NEGATIVE_INFINITY ? 0f : VMath.exp(mOld - mNew);
                     float blockSum = VMath.exp(p, 0, p, 0, nv * VL, 1f, mNew); // masked lanes: e^−∞ = 0
                     m[qi] = mNew;
                     l[qi] = l[qi] * corr + blockSum;
-                    if (inPlace) Attention.accumulatePV(o, qi * dp, d, corr, p, vPool, at, limit);
-                    else if (byRows) Attention.accumulatePVByRows(o, qi * dp, d, corr, p, vb, dp, limit);
+                    if (byRows) Attention.accumulatePV(o, qi * dp, d, corr, p, vRows, at, limit);
                     else Attention.accumulatePV(o, qi * dp, dp, corr, p, vb, limit);
                 }
             }
