@@ -51,8 +51,11 @@ public final class Attention {
         par.forEach(batch * heads * qBlocks, task -> {
             int qb = task % qBlocks, bh = task / qBlocks, h = bh % heads, b = bh / heads, kh = h / group;
             int i0 = qb * BQ, rows = Math.min(BQ, tq - i0);
+            boolean byRows = rows <= ROW_MAJOR_ROWS;
             float[] qs = new float[BQ * dp], o = new float[BQ * dp];
-            float[] kt = new float[dp * BK], vb = new float[BK * dp], p = new float[2 * BK], tmp = new float[d];
+            // Rows read in place (decode) need no transposed key block: one task per head per token allocates less.
+            float[] kt = byRows ? null : new float[dp * BK], vb = byRows ? null : new float[BK * dp];
+            float[] p = new float[2 * BK], tmp = new float[d];
             float[] m = new float[BQ], l = new float[BQ];
             java.util.Arrays.fill(m, Float.NEGATIVE_INFINITY);
             for (int r = 0; r < rows; r++) {
@@ -60,7 +63,6 @@ public final class Attention {
             }
             long kvBase = b * kvBatchStride;
             int keys = qPos0 + i0 + rows; // keys 0 … keys-1 are visible to some row of this block
-            boolean byRows = rows <= ROW_MAJOR_ROWS;
             long[] at = byRows ? new long[BK] : null;
             for (int j0 = 0; j0 < keys; j0 += BK) {
                 int bk = Math.min(BK, keys - j0);
