@@ -14,11 +14,13 @@ import java.nio.file.Path;
 import java.util.concurrent.Callable;
 
 @Command(name = "load", mixinStandardHelpOptions = true, sortOptions = false,
-        header = "A bounded soak of the server: concurrent clients mixing streams, n=2, chat, abandoned and malformed requests.",
+        header = "A bounded soak of the server: concurrent clients mixing streams, n=2, chat, abandoned streams, hung-up requests and malformed requests.",
         description = {"Starts the model behind a server on a free loopback port (or uses --url), runs --clients concurrent",
                 "clients for --seconds, and reports requests by kind and status, 5xx (must be 0), lost and duplicated",
                 "completions (must be 0), error bodies of 4xx answers, time to first token p50/p99, and whether /health",
-                "still answers. Exit 1 if any of those fail. Only the given server is contacted; the run stops by itself."})
+                "still answers; for a server it started, also that the engine drains within 15 s of the last client (no",
+                "sequence left running for a client that is gone, every KV page free). Exit 1 if any of those fail. Only",
+                "the given server is contacted; the run stops by itself."})
 final class LoadBenchCommand implements Callable<Integer> {
     @Option(names = "--model", paramLabel = "PATH", description = "Serve this model (checkpoint/run, HF directory or GGUF).")
     Path model;
@@ -60,7 +62,7 @@ final class LoadBenchCommand implements Callable<Integer> {
             if (host == null || !(host.equals("localhost") || host.startsWith("127.") || host.equals("[::1]") || host.equals("::1"))) {
                 throw new UserException("--url must be a loopback address (localhost, 127.x.x.x, [::1])");
             }
-            return report(MixedLoad.run(url, apiKey, clients, seconds, seed));
+            return report(MixedLoad.run(url, apiKey, clients, seconds, seed), true);
         }
         try (Backend be = backendOptions.create(); ModelFiles.Loaded m = ModelFiles.load(model, be, weightOptions.type());
              BatchDecoder dec = new BatchDecoder(m.model(), slots,
@@ -69,18 +71,28 @@ final class LoadBenchCommand implements Callable<Integer> {
              BatchEngine engine = new BatchEngine(dec, m.tokenizer(), Tokenizers.eosId(m.tokenizer()), new BatchEngine.Config(4 * slots));
              OpenAiServer server = new OpenAiServer(engine, m.tokenizer(), ServerConfig.defaults("load").withPort(0))) {
             System.out.printf("serving %s on 127.0.0.1:%d with %d slots; %d clients for %.0f s ...%n", model, server.port(), slots, clients, seconds);
-            return report(MixedLoad.run("http://127.0.0.1:" + server.port(), null, clients, seconds, seed));
+            MixedLoad.Result r = MixedLoad.run("http://127.0.0.1:" + server.port(), null, clients, seconds, seed);
+            // Every client has its answer or has gone: the engine must drain (hung-up and abandoned sequences are
+            // cancelled at once, not run to max_tokens) and give back every KV page.
+            BatchEngine.Stats st = engine.stats();
+            long deadline = System.nanoTime() + 15_000_000_000L;
+            while ((st.active() > 0 || st.waiting() > 0) && System.nanoTime() < deadline) Thread.sleep(20);
+            boolean drained = st.active() == 0 && st.waiting() == 0 && st.pagesUsed() == 0 && st.pagesReserved() == 0;
+            System.out.printf("engine after the run: %d finished, %d cancelled, %d active, %d KV pages in use%s%n",
+                    st.finished.sum(), st.cancelled.sum(), st.active(), st.pagesUsed(), drained ? "" : " (NOT DRAINED within 15 s)");
+            return report(r, drained);
         }
     }
 
-    private static int report(MixedLoad.Result r) {
+    private static int report(MixedLoad.Result r, boolean drained) {
         System.out.printf("requests %d in %.1f s by kind %s%n", r.requests(), r.seconds(), r.byKind());
         System.out.printf("HTTP status %s%n", r.byStatus());
         System.out.printf("5xx %d, lost %d, duplicated %d, 4xx without an error body %d, healthy after: %s%n", r.serverErrors(),
                 r.lost(), r.duplicated(), r.badErrorBodies(), r.healthyAfter() ? "yes" : "NO");
         System.out.printf("time to first token: p50 %.1f ms, p99 %.1f ms%n", r.ttftP50() * 1e3, r.ttftP99() * 1e3);
         r.problems().forEach(p -> System.out.println("  problem: " + p));
-        System.out.println(r.ok() ? "PASS" : "FAIL");
-        return r.ok() ? 0 : 1;
+        boolean ok = r.ok() && drained;
+        System.out.println(ok ? "PASS" : "FAIL");
+        return ok ? 0 : 1;
     }
 }

@@ -23,8 +23,9 @@ import java.util.concurrent.atomic.AtomicInteger;
 /**
  * A bounded soak of a running server, as its clients would load it: {@code clients} concurrent clients, each
  * looping for {@code seconds} over a seeded mix of streaming completions, non-streaming completions with n = 2, chat
- * completions, streams the client abandons after the first chunk, and malformed requests. Only loopback or the
- * given URL is ever contacted, every request has a timeout, and the run stops by itself.
+ * completions, streams the client abandons after the first chunk, non-streamed completions whose client hangs up
+ * before the answer, and malformed requests. Only loopback or the given URL is ever contacted, every request has a
+ * timeout, and the run stops by itself.
  *
  * <p>What counts: a 5xx is never acceptable; a malformed request must get a 4xx with an OpenAI error body; every
  * completion that was not abandoned must arrive whole: a stream ends with exactly one {@code data: [DONE]} after a
@@ -61,8 +62,9 @@ public final class MixedLoad {
             threads.add(Thread.ofVirtual().start(() -> {
                 for (int i = 0; System.nanoTime() < deadline; i++) {
                     Rng rng = Rng.keyed(seed, client, i);
-                    int pick = rng.nextInt(10);
-                    String kind = pick < 4 ? "stream" : pick < 6 ? "complete_n2" : pick < 7 ? "chat" : pick < 9 ? "abandon" : "malformed";
+                    int pick = rng.nextInt(11);
+                    String kind = pick < 4 ? "stream" : pick < 6 ? "complete_n2" : pick < 7 ? "chat" : pick < 9 ? "abandon"
+                            : pick < 10 ? "hang_up" : "malformed";
                     kinds.computeIfAbsent(kind, k -> new AtomicInteger()).incrementAndGet();
                     requests.incrementAndGet();
                     try {
@@ -70,6 +72,7 @@ public final class MixedLoad {
                             case "stream", "abandon" -> stream(http, baseUrl, apiKey, rng, kind.equals("abandon"), ttfts, lost, duplicated, problems);
                             case "complete_n2" -> complete(http, baseUrl, apiKey, rng, lost, duplicated, problems);
                             case "chat" -> chat(http, baseUrl, apiKey, lost, problems);
+                            case "hang_up" -> hangUp(baseUrl, apiKey, rng);
                             default -> malformed(http, baseUrl, apiKey, rng, badBodies, problems);
                         };
                         statuses.computeIfAbsent(status, k -> new AtomicInteger()).incrementAndGet();
@@ -151,6 +154,27 @@ public final class MixedLoad {
         }
         if (done > 1) duplicated.incrementAndGet();
         return 200;
+    }
+
+    /**
+     * A non-streamed completion whose client closes the connection while it is being generated (max_tokens large,
+     * closed after 20-200 ms): the server must cancel it without a response. Recorded as status 499 (client closed
+     * request, as nginx logs it). Sent on a raw socket, so the close is certain.
+     */
+    private static int hangUp(String base, String key, Rng rng) throws Exception {
+        URI u = URI.create(base);
+        byte[] body = JSON.writeValueAsBytes(Map.of("prompt", prompt(rng), "max_tokens", 512, "ignore_eos", true));
+        try (java.net.Socket sock = new java.net.Socket()) {
+            sock.connect(new java.net.InetSocketAddress(u.getHost(), u.getPort()), 10_000);
+            String head = "POST /v1/completions HTTP/1.1\r\nHost: " + u.getHost() + "\r\nContent-Type: application/json\r\n"
+                    + (key == null ? "" : "Authorization: Bearer " + key + "\r\n") + "Content-Length: " + body.length + "\r\n\r\n";
+            java.io.OutputStream out = sock.getOutputStream();
+            out.write(head.getBytes(StandardCharsets.US_ASCII));
+            out.write(body);
+            out.flush();
+            Thread.sleep(20 + rng.nextInt(180));
+        }
+        return 499;
     }
 
     private static int complete(HttpClient http, String base, String key, Rng rng, AtomicInteger lost, AtomicInteger duplicated,
