@@ -19,7 +19,8 @@ import java.util.function.Consumer;
  * Continuous batching over a {@link BatchDecoder}. One scheduler thread loops:
  * <pre>
  *   admit waiting requests, oldest first, while a sequence id is free and the KV pool can promise the oldest its pages
- *   prefill one chunk of one admitted sequence (long prompts interleave with decoding instead of stalling it)
+ *   prefill admitted sequences, oldest first, up to one batch of prompt tokens (a burst of short prompts at once;
+ *     a long prompt one chunk per iteration, interleaved with decoding instead of stalling it)
  *   decode one token for every sequence past its prefill, all in one batched forward
  *   sample, emit text, retire finished and cancelled sequences (their pages are free for the next step)
  * </pre>
@@ -216,7 +217,7 @@ public final class BatchEngine implements AutoCloseable {
                     admit(s); // nothing is reserved when nothing runs, and one budget never exceeds the pool
                 }
                 admitWaiting();
-                prefillOne();
+                prefillSome();
                 decodeStep();
                 publish();
             } catch (InterruptedException e) {
@@ -290,14 +291,29 @@ public final class BatchEngine implements AutoCloseable {
         prefilling.add(s);
     }
 
-    /** Prefills one chunk of the oldest sequence still in prefill; on its last chunk, samples its first token. */
-    private void prefillOne() {
+    /**
+     * Prefills admitted sequences, oldest first, until {@link BatchDecoder#maxBatch()} prompt tokens were processed in
+     * this iteration (at least one chunk). A burst of short prompts is then prefilled within an iteration or two
+     * instead of one per decode step (16 eight-token prompts waited up to 16 decode steps for their first token),
+     * while a long prompt still advances one chunk per iteration between decode steps. Each sequence's prefill is
+     * the same computation either way, so no sequence's bits change.
+     */
+    private void prefillSome() {
+        // A cancelled sequence (0 tokens) counts as one, so the loop always ends.
+        for (int spent = 0; !prefilling.isEmpty() && spent < decoder.maxBatch(); ) spent += Math.max(1, prefillOne());
+    }
+
+    /**
+     * Prefills one chunk of the oldest sequence still in prefill; on its last chunk, samples its first token. Returns
+     * the prompt tokens processed (0 for a cancelled sequence).
+     */
+    private int prefillOne() {
         Seq s = prefilling.peek();
-        if (s == null) return;
+        if (s == null) return 0;
         if (s.handle.cancelled) {
             prefilling.poll();
             done(s, "cancelled", null);
-            return;
+            return 0;
         }
         long t0 = System.nanoTime();
         int[] p = s.req.prompt();
@@ -314,17 +330,18 @@ public final class BatchEngine implements AutoCloseable {
         }
         s.prefilled += n;
         stats.prefillNanos.add(System.nanoTime() - t0);
-        if (s.prefilled < p.length) return;
+        if (s.prefilled < p.length) return n;
         prefilling.poll();
         if (score) s.handle.events.accept(new SequenceEvent.Prompt(List.copyOf(s.promptScores)));
         if (s.req.maxTokens() == 0) {
             done(s, "length", null);
-            return;
+            return n;
         }
         active.add(s);
         if (accept(s, logits[logits.length - 1])) {
             active.remove(s);
         }
+        return n;
     }
 
     private void decodeStep() {
