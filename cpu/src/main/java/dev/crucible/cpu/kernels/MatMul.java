@@ -148,6 +148,9 @@ public final class MatMul {
         return s[which];
     }
 
+    /** N tiles {@link #oneRowTile} aims for. */
+    static final int ONE_TILE_TASKS = 8;
+
     /** Per-thread scratch for one B panel (NC columns × KC), reused across calls. */
     private static final ThreadLocal<float[]> PANEL = ThreadLocal.withInitial(() -> new float[NC * Math.max(KC, KC_SINGLE)]);
 
@@ -167,7 +170,9 @@ public final class MatMul {
             if (transA) packAT(a, m, p0, kc, 0, mPanels, ap, p0 * mPad);
             else packA(a, m, k, p0, kc, 0, mPanels, ap, p0 * mPad);
         }
-        int nc = balanced(n, NC, NR);
+        // At least ~8 N tiles where N allows (N = 768 as 8 × 96, not 3 × 256 that leave a thread idle a third of
+        // the time); tiling never changes a sum, so this is for balance only.
+        int nc = balanced(n, Math.min(NC, Math.max(NR, (n / ONE_TILE_TASKS + NR - 1) / NR * NR)), NR);
         par.forEach(Parallel.chunks(n, nc), t -> {
             int jp0 = t * nc / NR, jp1 = Math.min(nPanels, jp0 + nc / NR);
             float[] panel = PANEL.get();
@@ -232,20 +237,153 @@ public final class MatMul {
         }
     }
 
-    /** b stored (N,K) (transB): each stored row holds every p for one j; scatter it into NR-interleaved panels. */
-    private static void packBT(MemorySegment b, DType bType, int n, int k, int p0, int kc, int jp0, int jp1, float[] bp,
+    /**
+     * b stored (N,K) (transB): each stored row holds every p for one j. With 16-float vectors, 16 rows at a time are
+     * decoded (or copied) into a row buffer and moved into the panel by 16×16 in-register transposes (64 two-vector
+     * permutes per 256 elements instead of 256 scalar stores); otherwise, and for a K tail of under 16, each row is
+     * scattered element by element. Either way every element lands where the scatter put it: the same panel bits.
+     */
+    static void packBT(MemorySegment b, DType bType, int n, int k, int p0, int kc, int jp0, int jp1, float[] bp,
                                int base) {
+        if (VL != T16) {
+            scatterBT(b, bType, n, k, p0, kc, jp0, jp1, bp, base, 0);
+            return;
+        }
+        float[] rows = ROWS16.get();
+        if (rows.length < T16 * kc) ROWS16.set(rows = new float[T16 * kc]);
+        int whole = kc / T16 * T16;
+        for (int jp = jp0; jp < jp1; jp++) {
+            int o = base + jp * NR * kc;
+            for (int h = 0; h < NR; h += T16) {
+                int j0 = jp * NR + h;
+                if (j0 >= n) break; // columns past n only feed C columns that are never stored
+                int count = Math.min(T16, n - j0);
+                for (int r = 0; r < count; r++) weightSlice(b, bType, k, j0 + r, p0, kc, rows, r * kc);
+                for (int p = 0; p < whole; p += T16) transpose16(rows, p, kc, bp, o + p * NR + h, NR);
+                for (int r = 0; r < count; r++) {
+                    for (int p = whole; p < kc; p++) bp[o + p * NR + h + r] = rows[r * kc + p];
+                }
+            }
+        }
+    }
+
+    /** 16-lane vectors, where the transposing pack applies. */
+    private static final int T16 = 16;
+    private static final ThreadLocal<float[]> ROWS16 = ThreadLocal.withInitial(() -> new float[T16 * KC_SINGLE]);
+
+    /** Elements p0 … p0+kc-1 of weight row j (kc whole blocks) as floats at out[at …]. */
+    private static void weightSlice(MemorySegment b, DType bType, int k, int j, int p0, int kc, float[] out, int at) {
+        if (bType == DType.F32) MemorySegment.copy(b, F, ((long) j * k + p0) * 4, out, at, kc);
+        else WeightRows.decode(bType, b, bType.bytes((long) j * k + p0), kc, out, at);
+    }
+
+    /** The element-by-element pack of {@link #packBT}, for rows from jj0 of each panel. */
+    static void scatterBT(MemorySegment b, DType bType, int n, int k, int p0, int kc, int jp0, int jp1, float[] bp,
+                                  int base, int jj0) {
         float[] row = new float[kc];
         for (int jp = jp0; jp < jp1; jp++) {
             int o = base + jp * NR * kc;
-            for (int jj = 0; jj < NR; jj++) {
+            for (int jj = jj0; jj < NR; jj++) {
                 int j = jp * NR + jj;
                 if (j >= n) continue;
-                if (bType == DType.F32) MemorySegment.copy(b, F, ((long) j * k + p0) * 4, row, 0, kc);
-                else WeightRows.decode(bType, b, bType.bytes((long) j * k + p0), kc, row, 0); // K blocks are whole blocks
+                weightSlice(b, bType, k, j, p0, kc, row, 0);
                 for (int p = 0; p < kc; p++) bp[o + p * NR + jj] = row[p];
             }
         }
+    }
+
+    /**
+     * Index vectors for {@link #transpose16}: stage s swaps bit b = 8 >> s of the (vector, lane) coordinates of every
+     * element between a vector pair (i, i + b). LO[s] builds the new vector i, HI[s] the new vector i + b; an index
+     * of 16 or more picks from the pair's second vector.
+     */
+    private static final FloatVector[] LO = new FloatVector[4], HI = new FloatVector[4];
+
+    static {
+        if (VL == T16) {
+            for (int s = 0; s < 4; s++) {
+                int bit = 8 >> s;
+                float[] lo = new float[T16], hi = new float[T16];
+                for (int l = 0; l < T16; l++) {
+                    boolean set = (l & bit) != 0;
+                    lo[l] = set ? T16 + (l & ~bit) : l;
+                    hi[l] = set ? T16 + l : (l | bit);
+                }
+                LO[s] = FloatVector.fromArray(S, lo, 0);
+                HI[s] = FloatVector.fromArray(S, hi, 0);
+            }
+        }
+    }
+
+    /**
+     * dst[d + c·stride + r] = src[r·ld + p + c] for r, c < 16: sixteen row vectors transposed in registers by four
+     * butterfly stages of two-vector permutes. Kept to straight-line code so C2 keeps every vector in a register.
+     */
+    private static void transpose16(float[] src, int p, int ld, float[] dst, int d, int stride) {
+        FloatVector v0 = FloatVector.fromArray(S, src, p), v1 = FloatVector.fromArray(S, src, ld + p);
+        FloatVector v2 = FloatVector.fromArray(S, src, 2 * ld + p), v3 = FloatVector.fromArray(S, src, 3 * ld + p);
+        FloatVector v4 = FloatVector.fromArray(S, src, 4 * ld + p), v5 = FloatVector.fromArray(S, src, 5 * ld + p);
+        FloatVector v6 = FloatVector.fromArray(S, src, 6 * ld + p), v7 = FloatVector.fromArray(S, src, 7 * ld + p);
+        FloatVector v8 = FloatVector.fromArray(S, src, 8 * ld + p), v9 = FloatVector.fromArray(S, src, 9 * ld + p);
+        FloatVector v10 = FloatVector.fromArray(S, src, 10 * ld + p), v11 = FloatVector.fromArray(S, src, 11 * ld + p);
+        FloatVector v12 = FloatVector.fromArray(S, src, 12 * ld + p), v13 = FloatVector.fromArray(S, src, 13 * ld + p);
+        FloatVector v14 = FloatVector.fromArray(S, src, 14 * ld + p), v15 = FloatVector.fromArray(S, src, 15 * ld + p);
+        FloatVector lo = LO[0], hi = HI[0], t0, t1;
+        // Stage 0: pairs (i, i + 8).
+        t0 = lo.selectFrom(v0, v8); t1 = hi.selectFrom(v0, v8); v0 = t0; v8 = t1;
+        t0 = lo.selectFrom(v1, v9); t1 = hi.selectFrom(v1, v9); v1 = t0; v9 = t1;
+        t0 = lo.selectFrom(v2, v10); t1 = hi.selectFrom(v2, v10); v2 = t0; v10 = t1;
+        t0 = lo.selectFrom(v3, v11); t1 = hi.selectFrom(v3, v11); v3 = t0; v11 = t1;
+        t0 = lo.selectFrom(v4, v12); t1 = hi.selectFrom(v4, v12); v4 = t0; v12 = t1;
+        t0 = lo.selectFrom(v5, v13); t1 = hi.selectFrom(v5, v13); v5 = t0; v13 = t1;
+        t0 = lo.selectFrom(v6, v14); t1 = hi.selectFrom(v6, v14); v6 = t0; v14 = t1;
+        t0 = lo.selectFrom(v7, v15); t1 = hi.selectFrom(v7, v15); v7 = t0; v15 = t1;
+        // Stage 1: pairs (i, i + 4).
+        lo = LO[1]; hi = HI[1];
+        t0 = lo.selectFrom(v0, v4); t1 = hi.selectFrom(v0, v4); v0 = t0; v4 = t1;
+        t0 = lo.selectFrom(v1, v5); t1 = hi.selectFrom(v1, v5); v1 = t0; v5 = t1;
+        t0 = lo.selectFrom(v2, v6); t1 = hi.selectFrom(v2, v6); v2 = t0; v6 = t1;
+        t0 = lo.selectFrom(v3, v7); t1 = hi.selectFrom(v3, v7); v3 = t0; v7 = t1;
+        t0 = lo.selectFrom(v8, v12); t1 = hi.selectFrom(v8, v12); v8 = t0; v12 = t1;
+        t0 = lo.selectFrom(v9, v13); t1 = hi.selectFrom(v9, v13); v9 = t0; v13 = t1;
+        t0 = lo.selectFrom(v10, v14); t1 = hi.selectFrom(v10, v14); v10 = t0; v14 = t1;
+        t0 = lo.selectFrom(v11, v15); t1 = hi.selectFrom(v11, v15); v11 = t0; v15 = t1;
+        // Stage 2: pairs (i, i + 2).
+        lo = LO[2]; hi = HI[2];
+        t0 = lo.selectFrom(v0, v2); t1 = hi.selectFrom(v0, v2); v0 = t0; v2 = t1;
+        t0 = lo.selectFrom(v1, v3); t1 = hi.selectFrom(v1, v3); v1 = t0; v3 = t1;
+        t0 = lo.selectFrom(v4, v6); t1 = hi.selectFrom(v4, v6); v4 = t0; v6 = t1;
+        t0 = lo.selectFrom(v5, v7); t1 = hi.selectFrom(v5, v7); v5 = t0; v7 = t1;
+        t0 = lo.selectFrom(v8, v10); t1 = hi.selectFrom(v8, v10); v8 = t0; v10 = t1;
+        t0 = lo.selectFrom(v9, v11); t1 = hi.selectFrom(v9, v11); v9 = t0; v11 = t1;
+        t0 = lo.selectFrom(v12, v14); t1 = hi.selectFrom(v12, v14); v12 = t0; v14 = t1;
+        t0 = lo.selectFrom(v13, v15); t1 = hi.selectFrom(v13, v15); v13 = t0; v15 = t1;
+        // Stage 3: pairs (i, i + 1).
+        lo = LO[3]; hi = HI[3];
+        t0 = lo.selectFrom(v0, v1); t1 = hi.selectFrom(v0, v1); v0 = t0; v1 = t1;
+        t0 = lo.selectFrom(v2, v3); t1 = hi.selectFrom(v2, v3); v2 = t0; v3 = t1;
+        t0 = lo.selectFrom(v4, v5); t1 = hi.selectFrom(v4, v5); v4 = t0; v5 = t1;
+        t0 = lo.selectFrom(v6, v7); t1 = hi.selectFrom(v6, v7); v6 = t0; v7 = t1;
+        t0 = lo.selectFrom(v8, v9); t1 = hi.selectFrom(v8, v9); v8 = t0; v9 = t1;
+        t0 = lo.selectFrom(v10, v11); t1 = hi.selectFrom(v10, v11); v10 = t0; v11 = t1;
+        t0 = lo.selectFrom(v12, v13); t1 = hi.selectFrom(v12, v13); v12 = t0; v13 = t1;
+        t0 = lo.selectFrom(v14, v15); t1 = hi.selectFrom(v14, v15); v14 = t0; v15 = t1;
+        v0.intoArray(dst, d);
+        v1.intoArray(dst, d + stride);
+        v2.intoArray(dst, d + 2 * stride);
+        v3.intoArray(dst, d + 3 * stride);
+        v4.intoArray(dst, d + 4 * stride);
+        v5.intoArray(dst, d + 5 * stride);
+        v6.intoArray(dst, d + 6 * stride);
+        v7.intoArray(dst, d + 7 * stride);
+        v8.intoArray(dst, d + 8 * stride);
+        v9.intoArray(dst, d + 9 * stride);
+        v10.intoArray(dst, d + 10 * stride);
+        v11.intoArray(dst, d + 11 * stride);
+        v12.intoArray(dst, d + 12 * stride);
+        v13.intoArray(dst, d + 13 * stride);
+        v14.intoArray(dst, d + 14 * stride);
+        v15.intoArray(dst, d + 15 * stride);
     }
 
     // ---- micro-kernel ---------------------------------------------------------------------------------------------
