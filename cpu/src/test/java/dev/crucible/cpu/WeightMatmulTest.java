@@ -59,4 +59,37 @@ class WeightMatmulTest {
             }
         }
     }
+
+    /**
+     * A prefill-sized matmul on stored weights (M between MC and 4·MC decodes each N tile's weights into its own
+     * panel) gives the bits of the F32 GEMM on the decoded matrix (which packs all of B first): the same
+     * micro-kernel sums in the same order whichever tiling ran them.
+     */
+    @ParameterizedTest(name = "{0} m={1}")
+    @org.junit.jupiter.params.provider.CsvSource({"Q8_0, 300", "Q4_0, 193", "F16, 500", "BF16, 260"})
+    void prefillOnStoredWeightsMatchesTheF32Gemm(DType type, int m) {
+        int n = 200, k = 352;
+        Random r = new Random(11);
+        float[] w = new float[n * k], x = new float[m * k];
+        for (int i = 0; i < w.length; i++) w[i] = (float) r.nextGaussian();
+        for (int i = 0; i < x.length; i++) x[i] = (float) r.nextGaussian();
+        byte[] stored = Blocks.encode(type, w, 0, w.length);
+        float[] decoded = new float[n * k];
+        Blocks.decode(type, MemorySegment.ofArray(stored), 0, n * k, decoded, 0);
+        try (Backend be = new CpuBackend(2)) {
+            float[][] out = new float[2][m * n];
+            for (int run = 0; run < 2; run++) {
+                Buffer b = run == 0 ? be.allocate(type, (long) n * k) : be.allocate(DType.F32, (long) n * k);
+                be.copyIn(b, run == 0 ? MemorySegment.ofArray(stored) : MemorySegment.ofArray(decoded));
+                Buffer a = be.allocate(DType.F32, (long) m * k), c = be.allocate(DType.F32, (long) m * n);
+                be.copyIn(a, MemorySegment.ofArray(x));
+                be.run(new Op.MatMul(a, b, c, m, n, k, false, true, false));
+                be.copyOut(c, MemorySegment.ofArray(out[run]));
+            }
+            for (int i = 0; i < m * n; i++) {
+                assertEquals(Float.floatToRawIntBits(out[1][i]), Float.floatToRawIntBits(out[0][i]),
+                        type + " element " + i + ": " + out[0][i] + " vs " + out[1][i]);
+            }
+        }
+    }
 }

@@ -82,7 +82,10 @@ public final class MatMul {
             skinny(par, a, b, bType, c, m, n, k, transA, transB, accumulate);
             return;
         }
-        if (m <= MC) {
+        // Stored weights (inference) up to a few MC of rows also take the per-tile B panels: packing all of a large
+        // weight matrix up front writes an f32 copy far bigger than the caches (46 MB for a 5632 x 2048 matrix) that
+        // the tiles then read back from memory; a tile's own panel is decoded into L2 and used by every row at once.
+        if (m <= MC || (bType != DType.F32 && m <= STORED_ONE_TILE_M)) {
             oneRowTile(par, a, b, bType, c, m, n, k, transA, transB, accumulate);
             return;
         }
@@ -148,6 +151,9 @@ public final class MatMul {
         return s[which];
     }
 
+    /** Rows up to which a matmul on stored (non-F32) weights decodes B per N tile ({@link #oneRowTile}). */
+    static final int STORED_ONE_TILE_M = 4 * MC;
+
     /** N tiles {@link #oneRowTile} aims for. */
     static final int ONE_TILE_TASKS = 8;
 
@@ -165,11 +171,13 @@ public final class MatMul {
         int mPanels = (m + MR - 1) / MR, nPanels = (n + NR - 1) / NR, mPad = mPanels * MR;
         int kb = blockK(k);
         float[] ap = scratch(0, mPad * k);
-        for (int p0 = 0; p0 < k; p0 += kb) {
-            int kc = Math.min(kb, k - p0);
-            if (transA) packAT(a, m, p0, kc, 0, mPanels, ap, p0 * mPad);
-            else packA(a, m, k, p0, kc, 0, mPanels, ap, p0 * mPad);
-        }
+        int aGroups = Parallel.chunks(mPanels, PACK_PANELS), kBlocks = (k + kb - 1) / kb;
+        par.forEach(kBlocks * aGroups, t -> {
+            int p0 = t / aGroups * kb, kc = Math.min(kb, k - p0), ip0 = t % aGroups * PACK_PANELS;
+            int ip1 = Math.min(mPanels, ip0 + PACK_PANELS);
+            if (transA) packAT(a, m, p0, kc, ip0, ip1, ap, p0 * mPad);
+            else packA(a, m, k, p0, kc, ip0, ip1, ap, p0 * mPad);
+        });
         // At least ~8 N tiles where N allows (N = 768 as 8 × 96, not 3 × 256 that leave a thread idle a third of
         // the time); tiling never changes a sum, so this is for balance only.
         int nc = balanced(n, Math.min(NC, Math.max(NR, (n / ONE_TILE_TASKS + NR - 1) / NR * NR)), NR);
