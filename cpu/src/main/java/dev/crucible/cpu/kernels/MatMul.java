@@ -252,9 +252,9 @@ public final class MatMul {
      * scattered element by element. Either way every element lands where the scatter put it: the same panel bits.
      */
     static void packBT(MemorySegment b, DType bType, int n, int k, int p0, int kc, int jp0, int jp1, float[] bp,
-                               int base) {
+                       int base) {
         if (VL != T16) {
-            scatterBT(b, bType, n, k, p0, kc, jp0, jp1, bp, base, 0);
+            scatterBT(b, bType, n, k, p0, kc, jp0, jp1, bp, base);
             return;
         }
         float[] rows = ROWS16.get();
@@ -285,13 +285,13 @@ public final class MatMul {
         else WeightRows.decode(bType, b, bType.bytes((long) j * k + p0), kc, out, at);
     }
 
-    /** The element-by-element pack of {@link #packBT}, for rows from jj0 of each panel. */
+    /** The element-by-element pack of {@link #packBT}. */
     static void scatterBT(MemorySegment b, DType bType, int n, int k, int p0, int kc, int jp0, int jp1, float[] bp,
-                                  int base, int jj0) {
+                          int base) {
         float[] row = new float[kc];
         for (int jp = jp0; jp < jp1; jp++) {
             int o = base + jp * NR * kc;
-            for (int jj = jj0; jj < NR; jj++) {
+            for (int jj = 0; jj < NR; jj++) {
                 int j = jp * NR + jj;
                 if (j >= n) continue;
                 weightSlice(b, bType, k, j, p0, kc, row, 0);

@@ -32,7 +32,7 @@ class PackBTest {
         MemorySegment b = type == DType.F32 ? MemorySegment.ofArray(w) : MemorySegment.ofArray(Blocks.encode(type, w, 0, w.length));
         int nPanels = (n + MatMul.NR - 1) / MatMul.NR, size = nPanels * MatMul.NR * kc;
         float[] want = new float[size], got = new float[size];
-        MatMul.scatterBT(b, type, n, k, p0, kc, 0, nPanels, want, 0, 0);
+        MatMul.scatterBT(b, type, n, k, p0, kc, 0, nPanels, want, 0);
         MatMul.packBT(b, type, n, k, p0, kc, 0, nPanels, got, 0);
         for (int i = 0; i < size; i++) {
             int column = i / (MatMul.NR * kc) * MatMul.NR + i % MatMul.NR;
