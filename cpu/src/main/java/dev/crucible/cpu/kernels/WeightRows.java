@@ -225,9 +225,9 @@ public final class WeightRows {
         return q.lanewise(VectorOperators.LSHR, 4).selectFrom(table).reinterpretAsFloats();
     }
 
+    /** 16 halves widened to int lanes, sign-extended (bit 31 is the half's bit 15; users mask or shift the rest). */
     private static IntVector halves(MemorySegment s, long at) {
-        return (IntVector) ShortVector.fromMemorySegment(SS, s, at, LE).convertShape(VectorOperators.S2I, IS, 0)
-                .lanewise(VectorOperators.AND, 0xffff);
+        return (IntVector) ShortVector.fromMemorySegment(SS, s, at, LE).convertShape(VectorOperators.S2I, IS, 0);
     }
 
     private static FloatVector bf16(MemorySegment s, long at) {
@@ -241,10 +241,10 @@ public final class WeightRows {
      * (exact for normal and subnormal halves alike), infinities and NaNs given a float's all-ones exponent, the sign
      * copied.
      */
-    private static FloatVector f16(MemorySegment s, long at) {
+    static FloatVector f16(MemorySegment s, long at) {
         IntVector h = halves(s, at);
         IntVector mag = h.and(0x7fff);
-        IntVector sign = h.and(0x8000).lanewise(VectorOperators.LSHL, 16);
+        IntVector sign = h.and(0x80000000); // sign-extended lanes: bit 31 is already the half's sign
         FloatVector v = mag.lanewise(VectorOperators.LSHL, 13).reinterpretAsFloats().mul(F16_SCALE);
         VectorMask<Integer> special = mag.compare(VectorOperators.GE, 0x7c00);
         IntVector bits = v.reinterpretAsInts();
