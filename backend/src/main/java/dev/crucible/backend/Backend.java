@@ -28,6 +28,15 @@ public interface Backend extends AutoCloseable {
 
     void synchronize();
 
+    /**
+     * Row invariance of {@link Op.MatMul}: a matmul of up to this many rows of {@code a} gives each row the same bits
+     * it gets in a matmul of that row alone (kernels for many rows may sum in another order than those for a few).
+     * Callers that need a row's result not to depend on what else shares the call (a decode step batching many
+     * sequences) split larger matmuls into pieces of at most this many rows. The default claims any size: a backend
+     * whose kernels change order with the row count must say where.
+     */
+    default int invariantMatmulRows() { return Integer.MAX_VALUE; }
+
     @Override
     void close();
 }

@@ -624,6 +624,7 @@ final class BenchCommand implements Runnable {
         @Override public void copyOut(Buffer src, java.lang.foreign.MemorySegment dst) { be.copyOut(src, dst); }
         @Override public boolean supports(Op op) { return be.supports(op); }
         @Override public void synchronize() { be.synchronize(); }
+        @Override public int invariantMatmulRows() { return be.invariantMatmulRows(); }
         @Override public void close() { be.close(); }
 
         @Override

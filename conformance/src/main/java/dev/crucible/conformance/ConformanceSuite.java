@@ -22,7 +22,8 @@ import java.util.function.Consumer;
  *       regions around every output untouched, every write-only output element written, every input unchanged;
  *   <li>it runs the case again: the outputs must be bitwise identical (determinism is a feature).
  * </ol>
- * Then every {@link GradCheck} runs the backward ops against finite differences. Every problem found goes into the
+ * Then every {@link GradCheck} runs the backward ops against finite differences, and (when the suite has MatMul
+ * cases) {@link RowInvariance} checks the backend's claim about matmul rows. Every problem found goes into the
  * result's reason; an exception thrown by a backend is a failure of that case, not of the suite.
  */
 public final class ConformanceSuite {
@@ -75,6 +76,12 @@ public final class ConformanceSuite {
             }
             results.add(r);
             if (progress != null) progress.accept(r);
+        }
+        if (cases.stream().anyMatch(c -> c.op().equals("MatMul"))) {
+            for (CaseResult r : RowInvariance.run(candidate, seed)) {
+                results.add(r);
+                if (progress != null) progress.accept(r);
+            }
         }
         return new Report(candidate.name(), reference.name(), seed, results, Duration.ofNanos(System.nanoTime() - start));
     }

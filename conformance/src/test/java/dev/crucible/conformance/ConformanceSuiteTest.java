@@ -35,6 +35,11 @@ class ConformanceSuiteTest {
         }
     }
 
+    /** Op cases and gradient checks: not the row-invariance checks (which look at the bits of rows only). */
+    private static Predicate<CaseResult> caseOrGradient() {
+        return r -> r.check() != CaseResult.Check.BITWISE;
+    }
+
     private static Predicate<CaseResult> reference() {
         return r -> r.check() == CaseResult.Check.REFERENCE;
     }
@@ -47,7 +52,7 @@ class ConformanceSuiteTest {
             System.out.println(report);
             assertTrue(report.passed(), report.toString());
             assertTrue(report.unsupported().isEmpty(), report.toString());
-            assertEquals(suite.cases().size() + suite.gradChecks().size(), report.results().size());
+            assertEquals(suite.cases().size() + suite.gradChecks().size() + RowInvariance.TYPES.length, report.results().size());
             // The reference's backward ops are the exact derivatives of its forward ops: finite differences agree
             // far more closely than the tolerance, so the tolerance has room for a backend's f32 arithmetic.
             for (CaseResult r : report.results()) {
@@ -119,7 +124,7 @@ class ConformanceSuiteTest {
     void writesOutsideAnOutputAreCaught() {
         Report report = run(new ConformanceSuite().only("Fill", "Add", "MatMul", "Rope", "CrossEntropy", "AdamW",
                 "RmsNormBackward"), FaultyBackend.Fault.STRAY_WRITE);
-        assertAllFail(report, r -> true, "wrote outside its output");
+        assertAllFail(report, caseOrGradient(), "wrote outside its output");
     }
 
     @Test
@@ -139,7 +144,7 @@ class ConformanceSuiteTest {
     @Test
     void modifiedInputsAreCaught() {
         Report report = run(new ConformanceSuite().only("MatMul"), FaultyBackend.Fault.CLOBBER_INPUT);
-        assertAllFail(report, r -> true, "modified its input");
+        assertAllFail(report, caseOrGradient(), "modified its input");
     }
 
     @Test
@@ -179,6 +184,32 @@ class ConformanceSuiteTest {
                 assertEquals(r.op().equals("MatMul") ? CaseResult.Status.FAIL : CaseResult.Status.PASS, r.status(),
                         r.toString());
             }
+        }
+    }
+
+    /**
+     * A backend whose matmul rows depend on how many rows share the call, while claiming they do not
+     * ({@code invariantMatmulRows()} left at its default), fails the row-invariance checks and nothing else; the
+     * same backend claiming one row passes them.
+     */
+    @Test
+    void aFalseRowInvarianceClaimFails() {
+        ConformanceSuite suite = new ConformanceSuite().only("MatMul");
+        try (FaultyBackend faulty = new FaultyBackend(FaultyBackend.Fault.ROW_DEPENDENT); RefBackend ref = new RefBackend()) {
+            Report report = suite.run(faulty, ref, SEED, null);
+            List<CaseResult> rows = report.results().stream().filter(r -> r.shape().startsWith("row invariance")).toList();
+            assertEquals(RowInvariance.TYPES.length, rows.size());
+            for (CaseResult r : rows) {
+                assertEquals(CaseResult.Status.FAIL, r.status(), r.toString());
+                assertTrue(r.reason().contains("differ"), r.toString());
+                assertTrue(r.shape().contains("M=" + RowInvariance.MAX_ROWS), r.toString());
+            }
+            for (CaseResult r : report.results()) if (!rows.contains(r)) assertTrue(r.passed(), r.toString());
+            FaultyBackend honest = new FaultyBackend(FaultyBackend.Fault.ROW_DEPENDENT) {
+                @Override public int invariantMatmulRows() { return 1; }
+            };
+            for (CaseResult r : RowInvariance.run(honest, SEED)) assertTrue(r.passed(), r.toString());
+            honest.close();
         }
     }
 

@@ -11,7 +11,7 @@ import java.util.ArrayList;
 import java.util.List;
 
 /** A test backend: the reference, with one deliberate defect the suite must catch and name. */
-final class FaultyBackend extends HostBackend {
+class FaultyBackend extends HostBackend {
 
     enum Fault {
         /** MatMul outputs scaled by 1 + 1e-3. */
@@ -27,7 +27,9 @@ final class FaultyBackend extends HostBackend {
         /** MatMul writes into its input a as well. */
         CLOBBER_INPUT,
         /** The last element of each write-only F32 output is put back to what it held before the run. */
-        SKIP_LAST
+        SKIP_LAST,
+        /** A MatMul of more than one row flips the lowest bit of its last element (rows depend on the row count). */
+        ROW_DEPENDENT
     }
 
     private final RefBackend ref = new RefBackend();
@@ -85,6 +87,12 @@ final class FaultyBackend extends HostBackend {
                 if (op instanceof Op.MatMul mm) HostBuffer.of(mm.a()).setFloat(0, 42f);
             }
             case SKIP_LAST -> first.segment().setAtIndex(HostBuffer.I32, first.elements() - 1, before);
+            case ROW_DEPENDENT -> {
+                if (op instanceof Op.MatMul mm && mm.m() > 1) {
+                    HostBuffer c = HostBuffer.of(mm.c());
+                    c.setInt(c.elements() - 1, c.getInt(c.elements() - 1) ^ 1);
+                }
+            }
             case NO_ATTENTION -> { }
         }
     }

@@ -220,6 +220,13 @@ public final class CpuBackend extends HostBackend {
         return t;
     }
 
+    /**
+     * Below {@link MatMul#SKINNY_M} rows every row is a dot product in one fixed order; from there on, the packed GEMM
+     * (from {@link #BLAS_MIN_ROWS} rows OpenBLAS, where it is on).
+     */
+    @Override
+    public int invariantMatmulRows() { return (blas != null ? BLAS_MIN_ROWS : MatMul.SKINNY_M) - 1; }
+
     @Override
     public void close() {
         pool.close();

@@ -15,7 +15,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 /**
  * A decode step's matmul for one sequence must give the same bits whether the step holds that sequence alone or
  * with others (M = 1 takes the fused weight-row kernel, M > 1 decodes each weight row once and reuses it), or a
- * sampled text would depend on server load.
+ * sampled text would depend on server load. M runs up to {@link CpuBackend#invariantMatmulRows()}, the most rows the
+ * backend promises this for (callers split larger decode steps).
  */
 class WeightMatmulTest {
     /** K with an even and an odd number of 16-element vectors, and (for the unblocked types) a scalar tail. */
@@ -24,10 +25,17 @@ class WeightMatmulTest {
         for (DType t : new DType[]{DType.F32, DType.F16, DType.BF16, DType.Q8_0, DType.Q4_0}) {
             boolean blocked = t == DType.Q8_0 || t == DType.Q4_0;
             for (int k : blocked ? new int[]{320, 352} : new int[]{320, 336, 333}) {
-                for (int m : new int[]{7, 16}) all.add(org.junit.jupiter.params.provider.Arguments.of(t, k, m));
+                for (int m : new int[]{5, 7, 16, 31}) all.add(org.junit.jupiter.params.provider.Arguments.of(t, k, m));
             }
         }
         return all.stream();
+    }
+
+    @org.junit.jupiter.api.Test
+    void thePromisedRowCountIsTheLargestShapeTestedHere() {
+        try (Backend be = new CpuBackend(2)) {
+            assertEquals(31, be.invariantMatmulRows());
+        }
     }
 
     @ParameterizedTest(name = "{0} k={1} m={2}")

@@ -275,13 +275,13 @@ public final class BatchDecoder implements AutoCloseable {
             Arrays.fill(seqOf, seq);
             for (int i = 0; i < m; i++) pos[i] = length[seq] + i;
             boolean last = start + m == tokens.length;
-            forward(part, pos, seqOf);
+            forward(part, pos, seqOf, Integer.MAX_VALUE);
             length[seq] += m;
             if (allLogits) {
-                float[][] r = head(0, m);
+                float[][] r = head(0, m, Integer.MAX_VALUE);
                 System.arraycopy(r, 0, out, start, m);
             } else if (last) {
-                out[0] = head(m - 1, 1)[0];
+                out[0] = head(m - 1, 1, Integer.MAX_VALUE)[0];
             }
         }
         return out;
@@ -312,9 +312,12 @@ public final class BatchDecoder implements AutoCloseable {
         }
         if (need > freeTop) throw new OutOfPagesException(need, freeTop, "a decode step of " + n + " sequences");
         for (int s : seqs) grow(s, length[s] + 1);
-        forward(tokens, pos, seqs);
+        // Matmuls in pieces the backend gives every row the same bits in as alone: so a sequence's logits do not
+        // depend on how many others share the step (a seeded request's text does not depend on the server's load).
+        int piece = Math.max(1, be.invariantMatmulRows());
+        forward(tokens, pos, seqs, piece);
         for (int s : seqs) length[s]++;
-        return head(0, n);
+        return head(0, n, piece);
     }
 
     /** Takes pages from the free list until the sequence has room for {@code tokens} (the caller checked there are). */
@@ -329,9 +332,10 @@ public final class BatchDecoder implements AutoCloseable {
     /**
      * The decoder layers over m rows; row i is token tokens[i] at position pos[i] of sequence seqOf[i], whose pages
      * already cover that position. A prefill chunk is m rows of one sequence, a decode step one row per sequence:
-     * both write the new keys and values into their pages and run one paged attention over all rows.
+     * both write the new keys and values into their pages and run one paged attention over all rows. Matmuls run in
+     * pieces of at most {@code piece} rows ({@link #linear}).
      */
-    private void forward(int[] tokens, int[] pos, int[] seqOf) {
+    private void forward(int[] tokens, int[] pos, int[] seqOf, int piece) {
         int m = tokens.length, C = cfg.dim(), F = cfg.ffn(), KV = cfg.kvDim(), H = cfg.heads(), D = cfg.headDim();
         Buffer idsM = ids.slice(0, m), posM = positions.slice(0, m);
         Buffer tableM = pageTable.slice(0, (long) m * maxPages), lenM = lengths.slice(0, m);
@@ -359,9 +363,9 @@ public final class BatchDecoder implements AutoCloseable {
         be.run(new Op.Embedding(idsM, embed, xm, m, C));                                         // (m,C)
         for (int l = 0; l < cfg.layers(); l++) {
             be.run(new Op.RmsNorm(xm, n1[l], lnm, null, m, C, cfg.normEps()));
-            linear(lnm, wq[l], qm, m, C, C);                                                     // (m,H·D)
-            linear(lnm, wk[l], km, m, C, KV);                                                    // (m,KV·D)
-            linear(lnm, wv[l], vm, m, C, KV);
+            linear(lnm, wq[l], qm, m, C, C, piece);                                              // (m,H·D)
+            linear(lnm, wk[l], km, m, C, KV, piece);                                             // (m,KV·D)
+            linear(lnm, wv[l], vm, m, C, KV, piece);
             be.run(new Op.Rope(qm, posM, m, H, D, cfg.ropeTheta(), false));
             be.run(new Op.Rope(km, posM, m, cfg.kvHeads(), D, cfg.ropeTheta(), false));
             for (KvWrite w : writes) {                                                           // into the pages
@@ -371,13 +375,13 @@ public final class BatchDecoder implements AutoCloseable {
             }
             be.run(new Op.PagedAttention(qm, kPool[l], vPool[l], tableM, lenM, attm, m, H, cfg.kvHeads(), D,
                     pageSize, maxPages));                                                        // (m,H·D)
-            linear(attm, wo[l], tmpm, m, C, C);
+            linear(attm, wo[l], tmpm, m, C, C, piece);
             be.run(new Op.Add(xm, tmpm, midm, (long) m * C));
             be.run(new Op.RmsNorm(midm, n2[l], lnm, null, m, C, cfg.normEps()));
-            linear(lnm, wg[l], gm, m, C, F);                                                     // (m,F)
-            linear(lnm, wu[l], um, m, C, F);
+            linear(lnm, wg[l], gm, m, C, F, piece);                                              // (m,F)
+            linear(lnm, wu[l], um, m, C, F, piece);
             be.run(new Op.SwiGlu(gm, um, hm, (long) m * F));
-            linear(hm, wd[l], tmpm, m, F, C);                                                    // (m,C)
+            linear(hm, wd[l], tmpm, m, F, C, piece);                                             // (m,C)
             be.run(new Op.Add(midm, tmpm, xm, (long) m * C));
         }
     }
@@ -386,20 +390,34 @@ public final class BatchDecoder implements AutoCloseable {
     private record KvWrite(int row, long poolRow, int count) {}
 
     /** Final norm and LM head over rows [first, first+n) of the last forward; returns n rows of V logits. */
-    private float[][] head(int first, int n) {
+    private float[][] head(int first, int n, int piece) {
         int C = cfg.dim(), V = cfg.vocab();
         Buffer xs = x.slice((long) first * C, (long) n * C), lns = ln.slice(0, (long) n * C), out = logits.slice(0, (long) n * V);
         be.run(new Op.RmsNorm(xs, norm, lns, null, n, C, cfg.normEps()));
-        linear(lns, lmHead, out, n, C, V);                                                       // (n,V)
+        linear(lns, lmHead, out, n, C, V, piece);                                                // (n,V)
         float[] all = model.read(out);
         float[][] r = new float[n][];
         for (int i = 0; i < n; i++) r[i] = Arrays.copyOfRange(all, i * V, (i + 1) * V);
         return r;
     }
 
-    /** y(N,out) = x(N,in) · Wᵀ with W (out,in). */
-    private void linear(Buffer in, Buffer weight, Buffer y, int n, int k, int out) {
-        be.run(new Op.MatMul(in, weight, y, n, out, k, false, true, false));
+    /**
+     * y(N,out) = x(N,in) · Wᵀ with W (out,in), as matmuls of at most {@code piece} rows each: as few pieces as that
+     * allows (each reads all of W), of near-equal size rounded up to a multiple of 4 rows where the limit allows (CPU
+     * kernels tile rows by 4).
+     */
+    private void linear(Buffer in, Buffer weight, Buffer y, int n, int k, int out, int piece) {
+        if (n <= piece) {
+            be.run(new Op.MatMul(in, weight, y, n, out, k, false, true, false));
+            return;
+        }
+        int pieces = (n - 1) / piece + 1, size = (n - 1) / pieces + 1;
+        if ((size + 3) / 4 * 4 <= piece) size = (size + 3) / 4 * 4;
+        for (int r0 = 0; r0 < n; r0 += size) {
+            int rows = Math.min(size, n - r0);
+            be.run(new Op.MatMul(in.slice((long) r0 * k, (long) rows * k), weight, y.slice((long) r0 * out, (long) rows * out),
+                    rows, out, k, false, true, false));
+        }
     }
 
     @Override

@@ -271,6 +271,42 @@ class BatchDecoderTest {
     }
 
     /**
+     * Batch invariance past the CPU backend's dot-product path: with 40 sequences in one decode step (the server's
+     * default is up to 64), the matmuls would otherwise take the packed GEMM, whose summation order differs, and a
+     * seeded request's text would depend on how busy the server is.
+     */
+    @Test
+    void aSequenceGivesTheSameBitsInADecodeStepOfFortyRows() {
+        int others = 39, steps = 3;
+        int[] prompt = tokens(5, 41);
+        float[][] alone = new float[steps + 1][];
+        int[] fed = new int[steps];
+        try (BatchDecoder dec = new BatchDecoder(model, 1, 8, 4, 32, 64)) {
+            int s = dec.acquire();
+            alone[0] = dec.prefill(s, prompt, false)[0];
+            for (int step = 0; step < steps; step++) {
+                fed[step] = argmax(alone[step]);
+                alone[step + 1] = dec.decode(new int[] {s}, new int[] {fed[step]})[0];
+            }
+        }
+        try (BatchDecoder dec = new BatchDecoder(model, others + 1, 8 * (others + 1), 4, 32, 64)) {
+            int[] seqs = new int[others + 1];
+            for (int i = 0; i < seqs.length; i++) seqs[i] = dec.acquire();
+            int target = 17;
+            for (int i = 0; i < seqs.length; i++) {
+                float[] first = dec.prefill(seqs[i], i == target ? prompt : tokens(3 + i % 5, 100 + i), false)[0];
+                if (i == target) assertArrayEquals(alone[0], first, "prefill");
+            }
+            for (int step = 0; step < steps; step++) {
+                int[] next = new int[seqs.length];
+                for (int i = 0; i < seqs.length; i++) next[i] = i == target ? fed[step] : (i * 7 + step) % 50;
+                float[][] got = dec.decode(seqs, next);
+                assertArrayEquals(alone[step + 1], got[target], "decode step " + step + " of " + seqs.length + " rows");
+            }
+        }
+    }
+
+    /**
      * An F16 cache: half the bytes of F32, and logits within 2e-2 of the largest logit of the F32 cache's (0.6% measured) over
      * prefill and decode (keys and values rounded to 11 significant bits; the same tokens fed to both).
      */

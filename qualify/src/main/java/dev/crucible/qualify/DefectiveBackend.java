@@ -198,4 +198,7 @@ public final class DefectiveBackend implements Backend {
 
     @Override
     public void close() { cpu.close(); }
+
+    @Override
+    public int invariantMatmulRows() { return cpu.invariantMatmulRows(); }
 }

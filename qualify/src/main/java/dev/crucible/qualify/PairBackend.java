@@ -172,6 +172,9 @@ public final class PairBackend implements Backend {
         b.synchronize();
     }
 
+    @Override
+    public int invariantMatmulRows() { return Math.min(a.invariantMatmulRows(), b.invariantMatmulRows()); }
+
     /** Closes nothing: the two backends belong to the caller. */
     @Override
     public void close() {

@@ -65,5 +65,8 @@ public final class WatchedBackend implements Backend {
     public void synchronize() { delegate.synchronize(); }
 
     @Override
+    public int invariantMatmulRows() { return delegate.invariantMatmulRows(); }
+
+    @Override
     public void close() { delegate.close(); }
 }

@@ -64,7 +64,7 @@ public final class MatMul {
      * Below this many rows of C, a matmul is a batch of dot products (decode steps of up to 31 sequences): packing
      * transposes every element of B once per call, which only pays when many rows reuse it.
      */
-    static final int SKINNY_M = 32;
+    public static final int SKINNY_M = 32;
 
     public static void gemm(Parallel par, MemorySegment a, MemorySegment b, MemorySegment c, int m, int n, int k,
                             boolean transA, boolean transB, boolean accumulate) {
@@ -525,10 +525,17 @@ public final class MatMul {
                                 store(c, (long) (i + r) * n + j + 1, out[2 * r + 1], accumulate);
                             }
                         }
-                        for (; i < m; i++) {
-                            store(c, (long) i * n + j, dot(rows[i], w0, k), accumulate);
-                            if (pair) store(c, (long) i * n + j + 1, dot(rows[i], w1, k), accumulate);
+                        // The last one to three rows two at a time (a lone row paired with itself): four
+                        // independent chains instead of one chain of dependent adds per dot.
+                        for (; pair && i < m; i += 2) {
+                            int i1 = Math.min(i + 1, m - 1);
+                            tile22(rows[i], rows[i1], w0, w1, k, out);
+                            for (int r = 0; r <= i1 - i; r++) {
+                                store(c, (long) (i + r) * n + j, out[2 * r], accumulate);
+                                store(c, (long) (i + r) * n + j + 1, out[2 * r + 1], accumulate);
+                            }
                         }
+                        for (; i < m; i++) store(c, (long) i * n + j, dot(rows[i], w0, k), accumulate);
                     }
                 }
             } else {
@@ -624,6 +631,32 @@ public final class MatMul {
         out[5] = s21;
         out[6] = s30;
         out[7] = s31;
+    }
+
+    /** {@link #tile42} for two activation rows: out[2r + q] = dot(x_r, w_q), r, q in {0, 1}. */
+    private static void tile22(float[] x0, float[] x1, float[] w0, float[] w1, int k, float[] out) {
+        FloatVector c00 = FloatVector.zero(S), c01 = c00, c10 = c00, c11 = c00;
+        int p = 0;
+        for (int end = k - VL; p <= end; p += VL) {
+            FloatVector b0 = FloatVector.fromArray(S, w0, p), b1 = FloatVector.fromArray(S, w1, p);
+            FloatVector a = FloatVector.fromArray(S, x0, p);
+            c00 = b0.fma(a, c00);
+            c01 = b1.fma(a, c01);
+            a = FloatVector.fromArray(S, x1, p);
+            c10 = b0.fma(a, c10);
+            c11 = b1.fma(a, c11);
+        }
+        float s00 = VMath.sum(c00), s01 = VMath.sum(c01), s10 = VMath.sum(c10), s11 = VMath.sum(c11);
+        for (; p < k; p++) {
+            s00 = Math.fma(x0[p], w0[p], s00);
+            s01 = Math.fma(x0[p], w1[p], s01);
+            s10 = Math.fma(x1[p], w0[p], s10);
+            s11 = Math.fma(x1[p], w1[p], s11);
+        }
+        out[0] = s00;
+        out[1] = s01;
+        out[2] = s10;
+        out[3] = s11;
     }
 
     private static void axpy(float alpha, MemorySegment b, long off, float[] acc) {
