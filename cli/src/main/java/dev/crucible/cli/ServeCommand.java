@@ -71,6 +71,10 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--max-tokens", defaultValue = "4096", description = "Largest max_tokens a request may ask for. Default: ${DEFAULT-VALUE}.")
     int maxTokens;
 
+    @Option(names = "--warmup", defaultValue = "10", paramLabel = "SECONDS",
+            description = "Before listening, run throwaway sequences through the kernels for up to this long, so the first requests are not slowed by the JIT (0: off). Default: ${DEFAULT-VALUE}.")
+    double warmup;
+
     @Mixin
     BackendOptions backendOptions;
 
@@ -99,6 +103,7 @@ final class ServeCommand implements Callable<Integer> {
             throw new UserException("--max-seqs, --max-concurrent, --max-request-bytes, --max-prompt-tokens, --max-tokens and --page-size must be positive");
         }
         if (port < 0 || port > 65535) throw new UserException("--port must be in 0..65535");
+        if (!(warmup >= 0 && warmup <= 3600)) throw new UserException("--warmup must be in 0..3600 seconds");
         String name = modelName != null ? modelName : model.toAbsolutePath().normalize().getFileName().toString();
         try (Backend be = backendOptions.create(); ModelFiles.Loaded m = ModelFiles.load(model, be, weightOptions.type())) {
             int ctx = context != null ? context : m.model().config().context();
@@ -107,7 +112,7 @@ final class ServeCommand implements Callable<Integer> {
             long tokens = kvTokens != null ? kvTokens : 16L * ctx;
             if (tokens < ctx) throw new UserException("--kv-tokens " + tokens + " cannot hold one sequence of --context " + ctx);
             if (tokens / pageSize >= Integer.MAX_VALUE) throw new UserException("--kv-tokens " + tokens + " is too many pages of " + pageSize);
-            try (BatchDecoder dec = new BatchDecoder(m.model(), slots, BatchDecoder.pagesFor(tokens, pageSize), pageSize, ctx, Math.max(slots, 64), kvType);
+            try (BatchDecoder dec = warmedUp(new BatchDecoder(m.model(), slots, BatchDecoder.pagesFor(tokens, pageSize), pageSize, ctx, Math.max(slots, 64), kvType));
                  BatchEngine engine = new BatchEngine(dec, m.tokenizer(), Tokenizers.eosId(m.tokenizer()), new BatchEngine.Config(maxQueue));
                  OpenAiServer server = new OpenAiServer(engine, m.tokenizer(), cfg)) {
                 System.err.printf("serving %s on http://%s:%d/ (up to %d sequences of up to %d tokens; KV cache %d pages x %d tokens, %s, %.1f MiB%s)%n",
@@ -119,5 +124,17 @@ final class ServeCommand implements Callable<Integer> {
             }
         }
         return 0;
+    }
+
+    /** Rounds of {@link BatchDecoder#warmUp}: enough for the kernels to be compiled (measured: see the option). */
+    static final int WARMUP_ROUNDS = 12;
+
+    private BatchDecoder warmedUp(BatchDecoder dec) {
+        if (warmup <= 0) return dec;
+        long t0 = System.nanoTime();
+        System.err.print("warming up the kernels (--warmup 0 skips)... ");
+        int rounds = dec.warmUp(java.time.Duration.ofMillis((long) (warmup * 1000)), WARMUP_ROUNDS);
+        System.err.printf(java.util.Locale.ROOT, "%d round(s) in %.1f s%n", rounds, (System.nanoTime() - t0) / 1e9);
+        return dec;
     }
 }

@@ -252,6 +252,48 @@ public final class BatchDecoder implements AutoCloseable {
     }
 
     /**
+     * Runs throwaway sequences through the serving path until {@code budget} has passed or {@code maxRounds} rounds
+     * are done, so that the JIT has compiled the kernels before the first request: a fresh server answered its first
+     * short completion in 1.25 s and its tenth in 0.06 s. A round prefills a short prompt and a chunk long enough for
+     * the batched matmul kernels, then decodes one sequence alone and several together, and releases them. Needs no
+     * sequence in use; leaves every page and id free again. Returns the rounds run.
+     */
+    public int warmUp(java.time.Duration budget, int maxRounds) {
+        for (int s = 0; s < maxSequences; s++) if (used[s]) throw new IllegalStateException("warm-up needs every sequence free");
+        long deadline = System.nanoTime() + budget.toNanos();
+        int steps = 4, longest = Math.min(Math.min(rows, 48), maxLength - steps - 1), together = Math.min(maxSequences, 6);
+        if (longest < 1) return 0;
+        int rounds = 0;
+        for (; rounds < maxRounds && System.nanoTime() < deadline; rounds++) {
+            int[] seqs = new int[together];
+            int live = 0;
+            try {
+                for (int i = 0; i < together; i++) {
+                    seqs[i] = acquire();
+                    live++;
+                    int n = i == 0 ? Math.min(7, longest) : i == 1 ? longest : 1;
+                    int[] prompt = new int[n];
+                    for (int t = 0; t < n; t++) prompt[t] = (31 * t + 7 * i + rounds) % cfg.vocab();
+                    prefill(seqs[i], prompt, false);
+                }
+                for (int step = 0; step < steps; step++) {
+                    decode(new int[] {seqs[0]}, new int[] {step % cfg.vocab()});
+                    int[] next = new int[together];
+                    for (int i = 0; i < together; i++) next[i] = (step * 13 + i) % cfg.vocab();
+                    decode(seqs, next);
+                }
+            } catch (OutOfPagesException e) {
+                // A pool too small for a full round: what ran so far has warmed what it could.
+                rounds++;
+                break;
+            } finally {
+                for (int i = 0; i < live; i++) release(seqs[i]);
+            }
+        }
+        return rounds;
+    }
+
+    /**
      * Appends tokens to one sequence. Returns the logits (V) after the last token, or with {@code allLogits} the
      * logits after every appended token ((n, V) as n rows): row i predicts token i+1 (prompt scoring).
      *

@@ -307,6 +307,37 @@ class BatchDecoderTest {
     }
 
     /**
+     * The serving warm-up runs its rounds and leaves nothing behind: every page and sequence id free, and a sequence
+     * afterwards gets the bits it gets from a decoder that never warmed up. A pool too small for a round stops it
+     * early, cleanly; a sequence in use refuses it.
+     */
+    @Test
+    void warmUpLeavesTheDecoderAsItFoundIt() {
+        int[] prompt = tokens(9, 77);
+        float[] want;
+        try (BatchDecoder fresh = new BatchDecoder(model, 6, 64, 4, 64, 40)) {
+            int s = fresh.acquire();
+            fresh.prefill(s, prompt, false);
+            want = fresh.decode(new int[] {s}, new int[] {5})[0];
+        }
+        try (BatchDecoder dec = new BatchDecoder(model, 6, 64, 4, 64, 40)) {
+            assertEquals(3, dec.warmUp(java.time.Duration.ofMinutes(1), 3));
+            assertEquals(dec.pages(), dec.freePages());
+            assertEquals(0, dec.cachedTokens());
+            int[] ids = new int[6];
+            for (int i = 0; i < 6; i++) assertTrue((ids[i] = dec.acquire()) >= 0, "every id is free again");
+            for (int i = 1; i < 6; i++) dec.release(ids[i]);
+            dec.prefill(ids[0], prompt, false);
+            assertArrayEquals(want, dec.decode(new int[] {ids[0]}, new int[] {5})[0]);
+            assertThrows(IllegalStateException.class, () -> dec.warmUp(java.time.Duration.ofSeconds(1), 1));
+        }
+        try (BatchDecoder small = new BatchDecoder(model, 6, 5, 4, 20, 40)) {
+            assertEquals(1, small.warmUp(java.time.Duration.ofMinutes(1), 3), "a pool of 20 tokens cannot hold a round");
+            assertEquals(small.pages(), small.freePages());
+        }
+    }
+
+    /**
      * An F16 cache: half the bytes of F32, and logits within 2e-2 of the largest logit of the F32 cache's (0.6% measured) over
      * prefill and decode (keys and values rounded to 11 significant bits; the same tokens fed to both).
      */
