@@ -58,11 +58,12 @@ public final class Attention {
             int qb = task % qBlocks, bh = task / qBlocks, h = bh % heads, b = bh / heads, kh = h / group;
             int i0 = qb * FQ, rows = Math.min(FQ, tq - i0);
             boolean byRows = rows <= ROW_MAJOR_ROWS;
-            float[] qs = new float[FQ * dp], o = new float[FQ * dp];
+            // Sized by the block's rows: a decode step's task holds one row, not FQ (zeroing 64 KB per head per token).
+            float[] qs = new float[rows * dp], o = new float[rows * dp];
             // Rows read in place (decode) need no transposed key block: one task per head per token allocates less.
             float[] kt = byRows ? null : new float[dp * BK], vb = byRows ? null : new float[BK * dp];
             float[] p = new float[2 * BK], tmp = new float[d];
-            float[] m = new float[FQ], l = new float[FQ];
+            float[] m = new float[rows], l = new float[rows];
             java.util.Arrays.fill(m, Float.NEGATIVE_INFINITY);
             for (int r = 0; r < rows; r++) {
                 MemorySegment.copy(q, F, ((((long) b * tq + i0 + r) * heads + h) * d) * 4, qs, r * dp, d);
