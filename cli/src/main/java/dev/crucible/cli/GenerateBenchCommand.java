@@ -16,7 +16,7 @@ import java.util.concurrent.Callable;
 @Command(name = "generate", mixinStandardHelpOptions = true, sortOptions = false,
         header = "Single-stream inference speed: prompt processing and decode tokens/s, and the memory roofline.",
         description = {"Times one sequence through Llama.Session (the KV-cached path `crucible generate` uses): prefill of",
-                "--prompt-tokens tokens, then --gen-tokens decode steps, --reps times after one warm-up round; reports",
+                "--prompt-tokens tokens, then --gen-tokens decode steps, --reps times after warm-up rounds; reports",
                 "the median and range of prefill and decode tokens/s, and decode against the memory-bandwidth roofline",
                 "(weight bytes streamed per token over the measured read bandwidth). Either a trained --model or a",
                 "random model of a named --shape (110m: dim 768, 12 layers, ffn 2048, vocab 32000; 1b: dim 2048, 16",
@@ -50,6 +50,11 @@ final class GenerateBenchCommand implements Callable<Integer> {
     @Option(names = "--reps", defaultValue = "3", description = "Timed rounds. Default: ${DEFAULT-VALUE}.")
     int reps;
 
+    @Option(names = "--warmup", defaultValue = "3", paramLabel = "SECONDS",
+            description = {"Untimed rounds first: at least one, and more until this long has passed (at most 100), so that",
+                    "kernels a short prompt calls only a few times per round are JIT-compiled too. Default: ${DEFAULT-VALUE}."})
+    double warmup;
+
     @Option(names = "--batch", split = ",", paramLabel = "N", defaultValue = "1",
             description = {"Also time batched decode: N sequences (each prefilled with --prompt-tokens) decoding --gen-tokens",
                     "together through the serving engine's BatchDecoder; reports aggregate and per-sequence tokens/s",
@@ -69,6 +74,7 @@ final class GenerateBenchCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         if ((model == null) == (shape == null)) throw new UserException("give exactly one of --model or --shape");
         if (exportGguf != null && shape == null) throw new UserException("--export-gguf writes a random --shape model; give --shape");
+        if (!(warmup >= 0 && warmup <= 600)) throw new UserException("--warmup must be in 0..600 seconds");
         if (promptTokens <= 0 || genTokens <= 0 || reps <= 0 || prefillChunk <= 0) {
             throw new UserException("--prompt-tokens, --gen-tokens, --reps and --prefill-chunk must be positive");
         }
@@ -107,6 +113,8 @@ final class GenerateBenchCommand implements Callable<Integer> {
 
     private String prefillProfile = "";
 
+    static final int MAX_WARMUP_ROUNDS = 100;
+
     private int run(Llama m) {
         LlamaConfig c = m.config();
         if (promptTokens + genTokens > c.context()) {
@@ -122,6 +130,11 @@ final class GenerateBenchCommand implements Callable<Integer> {
         int[] prompt = new int[promptTokens];
         for (int i = 0; i < prompt.length; i++) prompt[i] = rng.nextInt(c.vocab());
         double[] pre = new double[reps], dec = new double[reps];
+        // Warm-up: one round, then more until --warmup seconds have passed. An 8-token prefill calls some attention
+        // kernels a few hundred times per round; after one round they were still C1-compiled (no vector intrinsics)
+        // and took 15-74 ms per prefill instead of ~1.
+        long warmEnd = System.nanoTime() + (long) (warmup * 1e9);
+        int warmRounds = 0;
         for (int r = -1; r < reps; r++) {
             try (Llama.Session s = m.session(promptTokens + genTokens, prefillChunk)) {
                 if (m.backend() instanceof BenchCommand.Profiler p) p.reset();
@@ -139,7 +152,9 @@ final class GenerateBenchCommand implements Callable<Integer> {
                     dec[r] = genTokens / ((t2 - t1) / 1e9);
                 }
             }
+            if (r == -1 && ++warmRounds < MAX_WARMUP_ROUNDS && System.nanoTime() < warmEnd) r--; // another warm-up round
         }
+        System.out.printf("warm-up: %d untimed round(s)%n", warmRounds);
         Arrays.sort(pre);
         Arrays.sort(dec);
         // The machine's bandwidth can move from minute to minute (a shared host): measure again after the runs and

@@ -169,13 +169,15 @@ class CliTest {
     @Test
     void benchGenerateTimesSingleAndBatchedDecode() {
         Run r = run("bench", "generate", "--shape", "tiny", "--prompt-tokens", "8", "--gen-tokens", "4", "--reps", "1",
-                "--batch", "1,3", "--threads", "1");
+                "--batch", "1,3", "--threads", "1", "--warmup", "0");
         assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("warm-up: 1 untimed round(s)"), r.out());
         assertTrue(r.out().contains("prompt processing (8 tokens)") && r.out().contains("decode (4 tokens)"), r.out());
         assertTrue(r.out().contains("batched decode"), r.out());
         assertTrue(r.out().lines().anyMatch(l -> l.matches("\\s+1\\s+[0-9.]+ .*1\\.00x")), r.out());
         assertTrue(r.out().lines().anyMatch(l -> l.matches("\\s+3\\s+[0-9.]+ .*[0-9.]+x")), r.out());
         userError(run("bench", "generate", "--shape", "tiny", "--batch", "0"), "--batch");
+        userError(run("bench", "generate", "--shape", "tiny", "--warmup", "-2"), "--warmup must be in 0..600 seconds");
         userError(run("bench", "generate", "--shape", "tiny", "--kv-type", "q8_0"), "--kv-type must be f32 or f16, got 'q8_0'");
         userError(run("serve", "--model", "no-such-model", "--kv-type", "bf16"), "--kv-type must be f32 or f16, got 'bf16'");
         userError(run("serve", "--model", "no-such-model", "--warmup", "-1"), "--warmup must be in 0..3600 seconds");
