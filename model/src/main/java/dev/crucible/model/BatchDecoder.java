@@ -261,8 +261,10 @@ public final class BatchDecoder implements AutoCloseable {
     public int warmUp(java.time.Duration budget, int maxRounds) {
         for (int s = 0; s < maxSequences; s++) if (used[s]) throw new IllegalStateException("warm-up needs every sequence free");
         long deadline = System.nanoTime() + budget.toNanos();
-        int steps = 4, longest = Math.min(Math.min(rows, 48), maxLength - steps - 1), together = Math.min(maxSequences, 6);
-        if (longest < 1) return 0;
+        // Sequence 0 takes a short prompt and 2·steps decodes, the others a prompt and steps decodes: all within
+        // maxLength however short it is.
+        int steps = Math.min(4, (maxLength - 1) / 2), together = Math.min(maxSequences, 6);
+        int shortest = Math.min(7, maxLength - 2 * steps), longest = Math.min(Math.min(rows, 48), maxLength - steps);
         int rounds = 0;
         for (; rounds < maxRounds && System.nanoTime() < deadline; rounds++) {
             int[] seqs = new int[together];
@@ -271,7 +273,7 @@ public final class BatchDecoder implements AutoCloseable {
                 for (int i = 0; i < together; i++) {
                     seqs[i] = acquire();
                     live++;
-                    int n = i == 0 ? Math.min(7, longest) : i == 1 ? longest : 1;
+                    int n = i == 0 ? shortest : i == 1 ? longest : 1;
                     int[] prompt = new int[n];
                     for (int t = 0; t < n; t++) prompt[t] = (31 * t + 7 * i + rounds) % cfg.vocab();
                     prefill(seqs[i], prompt, false);

@@ -335,6 +335,12 @@ class BatchDecoderTest {
             assertEquals(1, small.warmUp(java.time.Duration.ofMinutes(1), 3), "a pool of 20 tokens cannot hold a round");
             assertEquals(small.pages(), small.freePages());
         }
+        for (int maxLength : new int[] {2, 3, 8, 15}) {                 // sequences shorter than a round's decodes
+            try (BatchDecoder tiny = new BatchDecoder(model, 3, 64, 4, maxLength, 8)) {
+                assertEquals(2, tiny.warmUp(java.time.Duration.ofMinutes(1), 2), "maxLength " + maxLength);
+                assertEquals(tiny.pages(), tiny.freePages());
+            }
+        }
     }
 
     /**
