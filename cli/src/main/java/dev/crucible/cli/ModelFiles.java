@@ -27,7 +27,8 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
- * Opens a model: a Crucible checkpoint directory, a run's checkpoints/ directory, a run directory, a Hugging Face
+ * Opens a model: a Crucible checkpoint directory, a run's checkpoints/ directory, a run directory (or a quickstart
+ * directory, whose run is in run/), a Hugging Face
  * Llama directory (config.json + safetensors, single or sharded), or a GGUF file (weights dequantized to f32).
  */
 final class ModelFiles {
@@ -48,7 +49,11 @@ final class ModelFiles {
         Path root = Files.isDirectory(path.resolve("checkpoints")) ? path.resolve("checkpoints") : path;
         Checkpoint.Found f = Checkpoint.latestGood(root);
         f.skipped().forEach(s -> System.err.println("warning: skipping bad checkpoint: " + s));
-        if (f.dir() == null) throw new UserException(path + " holds no complete checkpoint");
+        if (f.dir() == null) {
+            // `crucible quickstart` writes its run to OUT/run (beside OUT/data): OUT names it too.
+            if (Files.isDirectory(path.resolve("run").resolve("checkpoints"))) return resolveCheckpoint(path.resolve("run"));
+            throw new UserException(path + " holds no complete checkpoint");
+        }
         return f.dir();
     }
 

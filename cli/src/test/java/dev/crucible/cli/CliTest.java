@@ -83,6 +83,9 @@ class CliTest {
         Run s1 = run("generate", "-c", run.toString(), "-p", "the", "--max-tokens", "16", "--temperature", "1", "--seed", "5");
         Run s2 = run("generate", "-c", run.toString(), "-p", "the", "--max-tokens", "16", "--temperature", "1", "--seed", "5");
         assertEquals(s1.out(), s2.out(), "same seed, same text");
+        // The directory holding the run in run/ (the quickstart's layout) names it too.
+        Run s3 = run("generate", "-c", dir.toString(), "-p", "the", "--max-tokens", "16", "--temperature", "1", "--seed", "5");
+        assertEquals(s1.out(), s3.out(), s3.err());
 
         Run p = run("plot", run.toString());
         assertEquals(0, p.code(), p.err());
