@@ -664,8 +664,9 @@ public final class MatMul {
 
     /**
      * out[4r + q] = dot(x_r, w_q) for four activation rows and four weight rows, each with its own accumulator and in
-     * {@link #dot(float[], float[], int)}'s order (acc: scratch for 16 vectors): 16 accumulators, each weight and activation vector loaded once for
-     * four FMAs (one core, 16 rows: 72 → 92 GFLOP/s at K = 768 and 66 → 99 at K = 2048 against {@link #tile42}).
+     * {@link #dot(float[], float[], int)}'s order (acc: scratch for 16 vectors). Each weight and activation vector is
+     * loaded once for four FMAs (one core, 16 rows: 72 → 92 GFLOP/s at K = 768 and 66 → 99 at K = 2048 against
+     * {@link #tile42}).
      */
     private static void tile44(float[] x0, float[] x1, float[] x2, float[] x3, float[] w0, float[] w1, float[] w2,
                                float[] w3, int k, float[] acc, float[] out) {
