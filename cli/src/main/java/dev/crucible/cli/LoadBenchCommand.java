@@ -40,6 +40,10 @@ final class LoadBenchCommand implements Callable<Integer> {
     @Option(names = "--slots", defaultValue = "16", description = "Sequences the started server runs at once (KV cache: this many contexts). Default: ${DEFAULT-VALUE}.")
     int slots;
 
+    @Option(names = "--warmup", defaultValue = "10", paramLabel = "SECONDS",
+            description = "As crucible serve: warm the started server's kernels up for up to this long first (0: off). Default: ${DEFAULT-VALUE}.")
+    double warmup;
+
     @Option(names = "--seed", defaultValue = "1", description = "Seed of the request mix. Default: ${DEFAULT-VALUE}.")
     long seed;
 
@@ -56,6 +60,7 @@ final class LoadBenchCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         if ((model == null) == (url == null)) throw new UserException("give exactly one of --model PATH or --url URL");
         if (clients <= 0 || !(seconds > 0) || slots <= 0) throw new UserException("--clients, --seconds and --slots must be positive");
+        if (!(warmup >= 0 && warmup <= 3600)) throw new UserException("--warmup must be in 0..3600 seconds");
         kvOptions.type();                                                 // a bad --kv-type fails before the model loads
         if (url != null) {
             String host = java.net.URI.create(url).getHost();
@@ -65,9 +70,9 @@ final class LoadBenchCommand implements Callable<Integer> {
             return report(MixedLoad.run(url, apiKey, clients, seconds, seed), true);
         }
         try (Backend be = backendOptions.create(); ModelFiles.Loaded m = ModelFiles.load(model, be, weightOptions.type());
-             BatchDecoder dec = new BatchDecoder(m.model(), slots,
+             BatchDecoder dec = ServeCommand.warmedUp(new BatchDecoder(m.model(), slots,
                      BatchDecoder.pagesFor((long) slots * m.model().config().context(), BatchDecoder.DEFAULT_PAGE_SIZE),
-                     BatchDecoder.DEFAULT_PAGE_SIZE, m.model().config().context(), Math.max(slots, 64), kvOptions.type());
+                     BatchDecoder.DEFAULT_PAGE_SIZE, m.model().config().context(), Math.max(slots, 64), kvOptions.type()), warmup);
              BatchEngine engine = new BatchEngine(dec, m.tokenizer(), Tokenizers.eosId(m.tokenizer()), new BatchEngine.Config(4 * slots));
              OpenAiServer server = new OpenAiServer(engine, m.tokenizer(), ServerConfig.defaults("load").withPort(0))) {
             System.out.printf("serving %s on 127.0.0.1:%d with %d slots; %d clients for %.0f s ...%n", model, server.port(), slots, clients, seconds);

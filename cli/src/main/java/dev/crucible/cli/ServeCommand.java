@@ -130,10 +130,15 @@ final class ServeCommand implements Callable<Integer> {
     static final int WARMUP_ROUNDS = 12;
 
     private BatchDecoder warmedUp(BatchDecoder dec) {
-        if (warmup <= 0) return dec;
+        return warmedUp(dec, warmup);
+    }
+
+    /** Runs {@link BatchDecoder#warmUp} for at most {@code seconds} (none for 0), saying so on stderr. */
+    static BatchDecoder warmedUp(BatchDecoder dec, double seconds) {
+        if (seconds <= 0) return dec;
         long t0 = System.nanoTime();
         System.err.print("warming up the kernels (--warmup 0 skips)... ");
-        int rounds = dec.warmUp(java.time.Duration.ofMillis((long) (warmup * 1000)), WARMUP_ROUNDS);
+        int rounds = dec.warmUp(java.time.Duration.ofMillis((long) (seconds * 1000)), WARMUP_ROUNDS);
         System.err.printf(java.util.Locale.ROOT, "%d round(s) in %.1f s%n", rounds, (System.nanoTime() - t0) / 1e9);
         return dec;
     }

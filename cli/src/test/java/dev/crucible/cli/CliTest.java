@@ -184,5 +184,6 @@ class CliTest {
         userError(run("bench", "generate", "--shape", "tiny", "--kv-type", "q8_0"), "--kv-type must be f32 or f16, got 'q8_0'");
         userError(run("serve", "--model", "no-such-model", "--kv-type", "bf16"), "--kv-type must be f32 or f16, got 'bf16'");
         userError(run("serve", "--model", "no-such-model", "--warmup", "-1"), "--warmup must be in 0..3600 seconds");
+        userError(run("bench", "load", "--model", "no-such-model", "--warmup", "-1"), "--warmup must be in 0..3600 seconds");
     }
 }
