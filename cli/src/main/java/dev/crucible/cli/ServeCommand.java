@@ -112,7 +112,7 @@ final class ServeCommand implements Callable<Integer> {
             long tokens = kvTokens != null ? kvTokens : 16L * ctx;
             if (tokens < ctx) throw new UserException("--kv-tokens " + tokens + " cannot hold one sequence of --context " + ctx);
             if (tokens / pageSize >= Integer.MAX_VALUE) throw new UserException("--kv-tokens " + tokens + " is too many pages of " + pageSize);
-            try (BatchDecoder dec = warmedUp(new BatchDecoder(m.model(), slots, BatchDecoder.pagesFor(tokens, pageSize), pageSize, ctx, Math.max(slots, 64), kvType));
+            try (BatchDecoder dec = warmedUp(new BatchDecoder(m.model(), slots, BatchDecoder.pagesFor(tokens, pageSize), pageSize, ctx, Math.max(slots, 64), kvType), warmup);
                  BatchEngine engine = new BatchEngine(dec, m.tokenizer(), Tokenizers.eosId(m.tokenizer()), new BatchEngine.Config(maxQueue));
                  OpenAiServer server = new OpenAiServer(engine, m.tokenizer(), cfg)) {
                 System.err.printf("serving %s on http://%s:%d/ (up to %d sequences of up to %d tokens; KV cache %d pages x %d tokens, %s, %.1f MiB%s)%n",
@@ -128,10 +128,6 @@ final class ServeCommand implements Callable<Integer> {
 
     /** Rounds of {@link BatchDecoder#warmUp}: enough for the kernels to be compiled (measured: see the option). */
     static final int WARMUP_ROUNDS = 12;
-
-    private BatchDecoder warmedUp(BatchDecoder dec) {
-        return warmedUp(dec, warmup);
-    }
 
     /** Runs {@link BatchDecoder#warmUp} for at most {@code seconds} (none for 0), saying so on stderr. */
     static BatchDecoder warmedUp(BatchDecoder dec, double seconds) {
