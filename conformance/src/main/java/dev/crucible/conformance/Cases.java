@@ -61,6 +61,8 @@ public final class Cases {
         // M past one row tile (MatMul's all-of-B packing path) as well as within it (per-tile panels above).
         c.add(matmul(197, 70, 288, false, true, false));
         c.add(matmul(203, 33, 64, true, false, true));
+        // A weight gradient's shape: transposed A over several K blocks (each packed from its own rows of A).
+        c.add(matmul(203, 40, 600, true, false, true));
         // Inference with weights used as stored: one token (the decode path), a few rows (a batched decode step)
         // and a prefill-sized M (packed GEMM), at aligned and odd N, K of whole blocks.
         for (DType t : new DType[] {DType.F16, DType.BF16, DType.Q8_0, DType.Q4_0}) {

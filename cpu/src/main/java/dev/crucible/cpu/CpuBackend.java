@@ -72,9 +72,6 @@ public final class CpuBackend extends HostBackend {
         return OpenBlas.load(auto ? null : v).orElse(null);
     }
 
-    /** Whether OpenBLAS has been told to use one thread (a process-wide setting; this backend parallelises). */
-    private static boolean blasSingleThreaded;
-
     private final WorkerPool pool;
     private final OpenBlas blas; // null: Java kernels only
     private Rope.Table ropeTable; // the last table built; replaced when θ, D or the needed positions change
@@ -182,13 +179,7 @@ public final class CpuBackend extends HostBackend {
     private boolean useBlas(Buffer... buffers) {
         if (blas == null) return false;
         for (Buffer b : buffers) if (!seg(b).isNative()) return false;
-        synchronized (CpuBackend.class) {
-            if (!blasSingleThreaded) {
-                blas.threads(1);
-                blasSingleThreaded = true;
-            }
-        }
-        return true;
+        return true; // BlasGemm sets OpenBLAS to one thread on every thread that calls it
     }
 
     private void matmul(Op.MatMul o) {

@@ -9,7 +9,8 @@ import java.lang.foreign.MemorySegment;
  * columns when N > M) chosen from the shape alone, and each block is one single-threaded {@code cblas_sgemm} on a
  * worker of the backend's pool. Every element of C is computed by the same single-threaded call whatever the pool
  * size, so results are <b>bit-identical for any thread count</b> (for a given OpenBLAS build and CPU kind), and no
- * OpenMP threads spin beside the Java workers between kernels. M = 1 goes to {@code cblas_sgemv} on blocks of N.
+ * OpenMP threads spin beside the Java workers between kernels (each worker sets OpenBLAS to one thread for its own
+ * calls: {@link OpenBlas#singleThreadedOnThisThread}). M = 1 goes to {@code cblas_sgemv} on blocks of N.
  */
 public final class BlasGemm {
     private BlasGemm() {}
@@ -30,6 +31,7 @@ public final class BlasGemm {
             if (!accumulate) c.asSlice(0, 4L * n).fill((byte) 0);
             int block = blockSize(n);
             par.forEach(Parallel.chunks(n, block), t -> {
+                blas.singleThreadedOnThisThread();
                 int from = t * block, len = Math.min(block, n - from);
                 if (transB) blas.sgemv(false, len, k, b.asSlice((long) from * k * 4), k, a, 1f, c.asSlice(from * 4L));
                 else blas.sgemv(true, k, len, b.asSlice(from * 4L), n, a, 1f, c.asSlice(from * 4L));
@@ -41,6 +43,7 @@ public final class BlasGemm {
         int dim = byRows ? m : n;
         int block = blockSize(dim), blocks = Parallel.chunks(dim, block);
         par.forEach(blocks, t -> {
+            blas.singleThreadedOnThisThread();
             int from = t * block, len = Math.min(block, dim - from);
             if (byRows) {
                 // rows from..from+len of op(a) and of c

@@ -97,7 +97,21 @@ public final class OpenBlas {
         return library + cfg;
     }
 
-    /** OpenBLAS's worker count for subsequent calls (process-wide). */
+    private final ThreadLocal<Boolean> singleHere = ThreadLocal.withInitial(() -> false);
+
+    /**
+     * Makes OpenBLAS run this thread's calls on this thread alone (once per thread; cheap after that). One call to
+     * {@link #threads} is not enough: in OpenBLAS's OpenMP build the thread count is the calling thread's OpenMP
+     * setting, so calls from any other thread (the backend's workers) went on splitting each block over OpenBLAS's
+     * own threads, on top of the workers, and that split gave other bits for some elements.
+     */
+    public void singleThreadedOnThisThread() {
+        if (singleHere.get()) return;
+        threads(1);
+        singleHere.set(true);
+    }
+
+    /** OpenBLAS's worker count for subsequent calls (process-wide; per calling thread in its OpenMP build). */
     public void threads(int n) {
         if (setThreads == null) return;
         try {

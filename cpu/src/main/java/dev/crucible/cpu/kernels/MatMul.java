@@ -221,14 +221,29 @@ public final class MatMul {
         }
     }
 
-    /** a stored (K,M) (transA): each stored row holds one p for consecutive i, already in panel order. */
+    /**
+     * a stored (K,M) (transA): each stored row holds one p for consecutive i, already in panel order. A weight
+     * gradient of a training step (K = B·T) packs its whole (K,M) activation this way, so this is a hot loop: each
+     * panel's MR values at one p move as one full vector load and one full vector store, whose VL − MR extra floats
+     * land in the slots of p + 1 and p + 2 of the same panel, written right after (copying MR floats at a time
+     * through System.arraycopy took about twice as long). The last two p of a K block, and panels whose vector
+     * would read past the row, are copied exactly: those spills would reach another panel or another task's block.
+     */
     private static void packAT(MemorySegment a, int m, int p0, int kc, int ip0, int ip1, float[] ap, int base) {
-        int i0 = ip0 * MR, i1 = Math.min(m, ip1 * MR), len = i1 - i0;
-        float[] row = new float[(ip1 - ip0) * MR];
+        int spill = (VL - MR + MR - 1) / MR; // later p slots a full-width store runs into
+        int vecEnd = VL >= MR && m >= VL ? Math.min(ip1, Math.max(ip0, (m - VL) / MR + 1)) : ip0; // i + VL <= m
         for (int p = 0; p < kc; p++) {
-            MemorySegment.copy(a, F, ((long) (p0 + p) * m + i0) * 4, row, 0, len);
-            for (int ip = ip0; ip < ip1; ip++) {
-                System.arraycopy(row, (ip - ip0) * MR, ap, base + ip * MR * kc + p * MR, MR);
+            long src = (long) (p0 + p) * m * 4;
+            int dst = base + p * MR, ip = ip0;
+            if (p + spill < kc) {
+                for (; ip < vecEnd; ip++) {
+                    FloatVector.fromMemorySegment(S, a, src + ip * MR * 4L, NATIVE).intoArray(ap, dst + ip * MR * kc);
+                }
+            }
+            for (; ip < ip1; ip++) {
+                int i = ip * MR, n = Math.min(MR, m - i), o = dst + ip * MR * kc;
+                MemorySegment.copy(a, F, src + i * 4L, ap, o, n);
+                for (int r = n; r < MR; r++) ap[o + r] = 0f;
             }
         }
     }
