@@ -108,8 +108,13 @@ class ConformanceSuiteTest {
     @Test
     void perturbedMatMulFailsOnAccuracy() {
         Report report = run(new ConformanceSuite().only("MatMul", "Add"), FaultyBackend.Fault.PERTURB_MATMUL);
-        assertAllFail(report, reference().and(r -> r.op().equals("MatMul")), "nmse");
+        // Q4_0 weights allow 8-bit activations (Tolerance.QUANTIZED_ACTIVATIONS, NMSE 1e-4), a larger error than
+        // this perturbation's 1e-6: those cases pass it; every other matmul case fails.
+        Predicate<CaseResult> q4 = r -> r.shape().contains("b Q4_0");
+        assertAllFail(report, reference().and(r -> r.op().equals("MatMul")).and(q4.negate()), "nmse");
+        assertFalse(report.results().stream().noneMatch(q4), "no Q4_0 weight case");
         for (CaseResult r : report.results()) {
+            if (q4.test(r) && r.check() == CaseResult.Check.REFERENCE) assertTrue(r.passed(), r.toString());
             if (r.op().equals("MatMul") && r.check() == CaseResult.Check.REFERENCE) {
                 assertTrue(r.error() > 1e-7 && r.error() < 1e-5, r.toString()); // (1e-3)² = 1e-6
             }

@@ -16,6 +16,7 @@ import dev.crucible.cpu.kernels.Elementwise;
 import dev.crucible.cpu.kernels.Embedding;
 import dev.crucible.cpu.kernels.MatMul;
 import dev.crucible.cpu.kernels.PagedAttention;
+import dev.crucible.cpu.kernels.Q4Int;
 import dev.crucible.cpu.kernels.Reduce;
 import dev.crucible.cpu.kernels.RmsNorm;
 import dev.crucible.cpu.kernels.Rope;
@@ -24,6 +25,9 @@ import dev.crucible.tensor.DType;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.Collections;
+import java.util.Map;
+import java.util.WeakHashMap;
 
 /**
  * The CPU backend: every op on host memory, in Vector API kernels ({@link dev.crucible.cpu.kernels}) spread over a
@@ -91,9 +95,13 @@ public final class CpuBackend extends HostBackend {
      * kernels.
      */
     public CpuBackend(int threads, OpenBlas blas) {
+        this.q4Int = Q4Int.enabled();
         this.pool = new WorkerPool(threads);
         this.blas = blas;
     }
+
+    /** Q4_0 decode matmuls on 8-bit activations ({@link Q4Int}; {@code CRUCIBLE_Q4=f32} turns it off). */
+    private final boolean q4Int;
 
     public int threads() { return pool.threads(); }
 
@@ -182,9 +190,32 @@ public final class CpuBackend extends HostBackend {
         return true; // BlasGemm sets OpenBLAS to one thread on every thread that calls it
     }
 
+    /**
+     * Q4_0 weight matrices rearranged for {@link Q4Int}, the decode path's integer kernel, by buffer: built on a
+     * matrix's first decode-sized matmul (the GGUF bytes stay for prefill, embeddings and export, so a Q4_0 model
+     * takes twice its size in memory once it has decoded), dropped when a Q4_0 buffer is written or the buffer is
+     * collected.
+     */
+    private final Map<Buffer, Q4Int.Packed> q4Packed = Collections.synchronizedMap(new WeakHashMap<>());
+
+    @Override
+    public void copyIn(Buffer dst, MemorySegment src) {
+        if (dst.type() == DType.Q4_0) q4Packed.clear(); // it may be (or be a slice of) a packed matrix
+        super.copyIn(dst, src);
+    }
+
     private void matmul(Op.MatMul o) {
         MemorySegment a = seg(o.a()), b = seg(o.b()), c = seg(o.c());
         DType bType = o.b().type();
+        if (bType == DType.Q4_0 && q4Int && o.m() < MatMul.SKINNY_M && o.transB() && !o.transA()) {
+            Q4Int.Packed p = q4Packed.get(o.b());
+            if (p == null || p.n() != o.n() || p.k() != o.k()) {
+                p = Q4Int.pack(pool, b, o.n(), o.k());
+                q4Packed.put(o.b(), p);
+            }
+            Q4Int.matmul(pool, a, p, c, o.m(), o.n(), o.k(), o.accumulate());
+            return;
+        }
         if (bType == DType.F32 && o.m() >= BLAS_MIN_ROWS && useBlas(o.a(), o.b(), o.c())) {
             BlasGemm.gemm(pool, blas, a, b, c, o.m(), o.n(), o.k(), o.transA(), o.transB(), o.accumulate());
         } else {
@@ -220,6 +251,7 @@ public final class CpuBackend extends HostBackend {
 
     @Override
     public void close() {
+        q4Packed.clear();
         pool.close();
     }
 }

@@ -49,20 +49,31 @@ class InferenceWeightsTest {
                 assertEquals(DType.F32, inf.type("model.norm.weight"));
                 int[] prompt = {5, 17, 3, 88, 41, 9, 60, 2, 33, 71};
                 try (Llama.Session a = ref.session(32, 4); Llama.Session b = inf.session(32, 4)) {
-                    close(a.append(prompt), b.append(prompt));          // prefill in chunks of 4 (packed GEMM path)
-                    for (int tok : new int[] {12, 90, 1}) close(a.append(new int[] {tok}), b.append(new int[] {tok})); // decode
+                    close(type, a.append(prompt), b.append(prompt));          // prefill in chunks of 4
+                    for (int tok : new int[] {12, 90, 1}) close(type, a.append(new int[] {tok}), b.append(new int[] {tok})); // decode
                 }
             }
         }
     }
 
-    private static void close(float[] want, float[] got) {
-        double err = 0, scale = 0;
+    /**
+     * The logits of the decoded weights, to f32 rounding; for Q4_0, whose decode-sized matmuls run on 8-bit
+     * activations (Q4Int, as llama.cpp does), within the NMSE that rounding leaves after 2 layers and the head.
+     */
+    private static void close(DType type, float[] want, float[] got) {
+        double err = 0, scale = 0, se = 0, ss = 0;
         for (int i = 0; i < want.length; i++) {
             err = Math.max(err, Math.abs(want[i] - got[i]));
             scale = Math.max(scale, Math.abs(want[i]));
+            se += (double) (want[i] - got[i]) * (want[i] - got[i]);
+            ss += (double) want[i] * want[i];
         }
-        assertTrue(err <= 1e-5 * scale, "max |Δ| " + err + " vs max |logit| " + scale);
+        if (type == DType.Q4_0 && dev.crucible.cpu.kernels.Q4Int.enabled()) {
+            System.out.printf("Q4_0 logits: nmse %.2e, max |Δ| %.4f of max |logit| %.4f%n", se / ss, err, scale);
+            assertTrue(se / ss <= 1e-3, "nmse " + se / ss + " (max |Δ| " + err + " vs max |logit| " + scale + ")");
+        } else {
+            assertTrue(err <= 1e-5 * scale, "max |Δ| " + err + " vs max |logit| " + scale);
+        }
     }
 
     @Test
