@@ -15,10 +15,10 @@ import java.nio.ByteOrder;
  * Q4_0 weights against activations quantized to 8 bits, in 16-bit integer lanes: the decode path (a few activation
  * rows) of a matmul on stored Q4_0 weights.
  *
- * <p>Why: decoding each nibble to a float and multiplying it in f32 costs about ten 512-bit operations per 32
- * weights, which bounds one-token Q4_0 decode at half llama.cpp's speed (llama.cpp multiplies int8 with VNNI, which
- * the Vector API cannot emit). Here a block's 32 products q·x are 16-bit integer multiplies and adds, 64 weights per
- * seven vector operations: about 1.6x the f32 path on one core (bench/NOTES.md, sixth session).
+ * <p>Why: decoding each nibble to a float and multiplying it in f32 costs about 13 vector instructions per 32
+ * weights (in C2's code), which held one-token Q4_0 decode at half llama.cpp's speed (llama.cpp multiplies int8 with
+ * VNNI, which the Vector API cannot emit). Here a block's 32 products q·x are 16-bit integer multiplies and adds,
+ * about eight instructions per 64 weights: about 1.6x the f32 path on one core (bench/NOTES.md, sixth session).
  *
  * <p>How: {@link #pack} rearranges a weight matrix once into groups of 32 blocks per row, byte j of block b at
  * [j][b], so a 512-bit vector of 32 shorts holds one element position of 32 blocks and each lane sums one block's
