@@ -79,18 +79,29 @@ public final class Q4Int {
         if (k % 32 != 0) throw new IllegalArgumentException("Q4_0 rows hold whole blocks of 32, not " + k);
         int nb = k / 32, groups = (nb + G - 1) / G;
         long rowBytes = groups * GROUP_BYTES;
-        MemorySegment t = Arena.ofAuto().allocate(rowBytes * n, 64); // zeroed: padding blocks have q = 0, d = 0
+        MemorySegment t = Arena.ofAuto().allocate(rowBytes * n, 64);
         int rowsPerTask = 64;
+        ValueLayout.OfFloat f32 = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(LE);
         par.forEach(Parallel.chunks(n, rowsPerTask), task -> {
-            byte[] block = new byte[18];
+            // A group at a time through arrays: its GGUF blocks in, nibble bytes transposed, f16 scales widened.
+            byte[] src = new byte[18 * G], nibbles = new byte[16 * G];
+            float[] scales = new float[G];
             for (int r = task * rowsPerTask, end = Math.min(n, r + rowsPerTask); r < end; r++) {
-                for (int blk = 0; blk < nb; blk++) {
-                    MemorySegment.copy(b, ValueLayout.JAVA_BYTE, ((long) r * nb + blk) * 18, block, 0, 18);
-                    long g = r * rowBytes + (blk / G) * GROUP_BYTES;
-                    int lane = blk % G;
-                    for (int j = 0; j < 16; j++) t.set(ValueLayout.JAVA_BYTE, g + (long) j * G + lane, block[2 + j]);
-                    short h = (short) ((block[0] & 0xff) | (block[1] & 0xff) << 8);
-                    t.set(ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(LE), g + SCALES + 4L * lane, Float.float16ToFloat(h));
+                for (int g = 0; g < groups; g++) {
+                    int blocks = Math.min(G, nb - g * G);
+                    MemorySegment.copy(b, ValueLayout.JAVA_BYTE, ((long) r * nb + (long) g * G) * 18, src, 0, blocks * 18);
+                    if (blocks < G) { // padding blocks: q = 0 and d = 0, so they add nothing
+                        java.util.Arrays.fill(nibbles, (byte) 0);
+                        java.util.Arrays.fill(scales, 0f);
+                    }
+                    for (int lane = 0; lane < blocks; lane++) {
+                        int o = lane * 18;
+                        scales[lane] = Float.float16ToFloat((short) ((src[o] & 0xff) | (src[o + 1] & 0xff) << 8));
+                        for (int j = 0; j < 16; j++) nibbles[j * G + lane] = src[o + 2 + j];
+                    }
+                    long at = r * rowBytes + g * GROUP_BYTES;
+                    MemorySegment.copy(nibbles, 0, t, ValueLayout.JAVA_BYTE, at, nibbles.length);
+                    MemorySegment.copy(scales, 0, t, f32, at + SCALES, G);
                 }
             }
         });
