@@ -2,6 +2,7 @@ package dev.crucible.cpu.kernels;
 
 import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.ShortVector;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
@@ -24,7 +25,7 @@ import java.nio.ByteOrder;
  * [j][b], so a 512-bit vector of 32 shorts holds one element position of 32 blocks and each lane sums one block's
  * products: no lane sums per block. The block scales follow each group as f32, decoded once at packing (640 bytes
  * per 1024 weights, 11% more than the GGUF blocks). {@link #quantize} turns an activation row into 8-bit integers
- * per 32-element block (scale max|x|/127, round to nearest, as llama.cpp's Q8_0), stored in the same
+ * per 32-element block (scale max|x|/127, round to nearest, as llama.cpp's Q8_0 does), stored in the same
  * [element][block] order. A block's sum
  * Σ (q − 8)·x is at most 32 · 8 · 127 = 32,512 in magnitude: it fits a short, so it is computed exactly (it starts
  * at −8·Σx and adds q·x with 16-bit wrap-around, which cancels out because the true sum fits). Each row then sums
@@ -116,34 +117,35 @@ public final class Q4Int {
     }
 
     /**
-     * x[xo … xo+k) to 8-bit integers per 32-element block: d = max|x| / 127, q = round(x / d) (x · (1/d) rounded half
-     * away from zero, as llama.cpp's Q8_0). Blocks past k (to a whole group) are zero.
+     * x[xo … xo+k) to 8-bit integers per 32-element block: d = max|x| / 127, q = x · (1/d) rounded to the nearest
+     * integer, ties to even (llama.cpp's Q8_0 rounds ties away from zero; the two differ only on exact halves).
+     * Blocks past k (to a whole group) are zero. Vectorised: per block two loads, |x| max, one multiply, and the
+     * rounding by adding and subtracting 1.5·2^23 (exact for |v| ≤ 127); the stores go to [element][block] order.
      */
     public static void quantize(float[] x, int xo, int k, Row out) {
         int nb = k / 32;
         java.util.Arrays.fill(out.q, (short) 0);
         java.util.Arrays.fill(out.d, 0f);
         java.util.Arrays.fill(out.corr, (short) 0);
+        int[] q = new int[32];
         for (int blk = 0; blk < nb; blk++) {
             int base = xo + blk * 32;
-            float amax = 0f;
-            for (int i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(x[base + i]));
+            FloatVector v0 = FloatVector.fromArray(FS, x, base), v1 = FloatVector.fromArray(FS, x, base + 16);
+            float amax = v0.abs().max(v1.abs()).reduceLanes(VectorOperators.MAX); // max: the same in any order
             float d = amax / 127f, id = d == 0f ? 0f : 1f / d;
-            int g = blk / G, lane = blk % G, sum = 0;
-            for (int i = 0; i < 32; i++) {
-                int q = roundHalfAway(x[base + i] * id);
-                out.q[(g * 32 + i) * G + lane] = (short) q;
-                sum += q;
-            }
+            IntVector q0 = (IntVector) v0.mul(id).add(ROUNDER).sub(ROUNDER).convert(VectorOperators.F2I, 0);
+            IntVector q1 = (IntVector) v1.mul(id).add(ROUNDER).sub(ROUNDER).convert(VectorOperators.F2I, 0);
+            q0.intoArray(q, 0);
+            q1.intoArray(q, 16);
+            int g = blk / G, lane = blk % G, at = g * 32 * G + lane;
+            for (int i = 0; i < 32; i++) out.q[at + i * G] = (short) q[i];
             out.d[blk] = d;
-            out.corr[blk] = (short) (-8 * sum);
+            out.corr[blk] = (short) (-8 * q0.add(q1).reduceLanes(VectorOperators.ADD));
         }
     }
 
-    /** C's roundf: halves away from zero (Math.round rounds them up). */
-    static int roundHalfAway(float v) {
-        return v < 0 ? -Math.round(-v) : Math.round(v);
-    }
+    /** 1.5·2^23: v + this − this is v rounded to an integer (ties to even) for |v| < 2^22. */
+    private static final float ROUNDER = 12582912f;
 
     /**
      * Σ over the row of d_w·d_x·(Σ (q − 8)·x) per block: one f32 vector accumulator taking, per group, the first 16

@@ -33,12 +33,15 @@ class Q4IntTest {
     }
 
     @Test
-    void quantizeIsLlamaCppsQ8ZeroInElementBlockOrder() {
+    void quantizeIsQ8ZeroInElementBlockOrder() {
         Random r = new Random(1);
         int k = 96; // three blocks: one partial group
         float[] x = gaussian(r, k, 2);
         x[5] = 0f;
         x[40] = -100f; // the block's largest magnitude, negative: it must map to -127 exactly
+        x[64] = 127f; // block 2: d = 1, so the ties below stay ties
+        x[65] = 2.5f;
+        x[66] = -3.5f;
         Q4Int.Row row = Q4Int.Row.forGroups(1);
         Q4Int.quantize(x, 0, k, row);
         for (int blk = 0; blk < 3; blk++) {
@@ -48,8 +51,8 @@ class Q4IntTest {
             assertEquals(d, row.d()[blk]);
             int sum = 0;
             for (int i = 0; i < 32; i++) {
-                float v = x[blk * 32 + i] / d * 1f;
-                int q = (int) Math.signum(x[blk * 32 + i] * (1f / d)) * (int) Math.floor(Math.abs(x[blk * 32 + i] * (1f / d)) + 0.5f);
+                float v = x[blk * 32 + i] * (1f / d);
+                int q = (int) Math.rint(v);
                 assertEquals(q, row.q()[i * 32 + blk], "block " + blk + " element " + i + " (" + v + ")");
                 assertTrue(Math.abs(q) <= 127);
                 sum += q;
@@ -57,6 +60,8 @@ class Q4IntTest {
             assertEquals((short) (-8 * sum), row.corr()[blk]);
         }
         assertEquals(-127, row.q()[8 * 32 + 1]); // element 8 of block 1 is x[40]
+        assertEquals(2, row.q()[32 + 2]); // ties to even
+        assertEquals(-4, row.q()[2 * 32 + 2]);
         for (int blk = 3; blk < 32; blk++) {
             assertEquals(0f, row.d()[blk]);
             assertEquals(0, row.corr()[blk]);
