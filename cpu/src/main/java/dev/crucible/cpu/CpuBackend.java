@@ -78,6 +78,8 @@ public final class CpuBackend extends HostBackend {
 
     private final WorkerPool pool;
     private final OpenBlas blas; // null: Java kernels only
+    /** Q4_0 decode matmuls on 8-bit activations ({@link Q4Int}; {@code CRUCIBLE_Q4=f32} turns it off). */
+    private final boolean q4Int;
     private Rope.Table ropeTable; // the last table built; replaced when θ, D or the needed positions change
 
     public CpuBackend() {
@@ -99,9 +101,6 @@ public final class CpuBackend extends HostBackend {
         this.pool = new WorkerPool(threads);
         this.blas = blas;
     }
-
-    /** Q4_0 decode matmuls on 8-bit activations ({@link Q4Int}; {@code CRUCIBLE_Q4=f32} turns it off). */
-    private final boolean q4Int;
 
     public int threads() { return pool.threads(); }
 

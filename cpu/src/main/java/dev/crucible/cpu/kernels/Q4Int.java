@@ -25,11 +25,10 @@ import java.nio.ByteOrder;
  * [j][b], so a 512-bit vector of 32 shorts holds one element position of 32 blocks and each lane sums one block's
  * products: no lane sums per block. The block scales follow each group as f32, decoded once at packing (640 bytes
  * per 1024 weights, 11% more than the GGUF blocks). {@link #quantize} turns an activation row into 8-bit integers
- * per 32-element block (scale max|x|/127, round to nearest, as llama.cpp's Q8_0 does), stored in the same
- * [element][block] order. A block's sum
- * Σ (q − 8)·x is at most 32 · 8 · 127 = 32,512 in magnitude: it fits a short, so it is computed exactly (it starts
- * at −8·Σx and adds q·x with 16-bit wrap-around, which cancels out because the true sum fits). Each row then sums
- * d_w·d_x·(block sum) in f32 in a fixed order.
+ * per 32-element block (scale max|x|/127, round to nearest: llama.cpp's Q8_0 scheme), stored in the same
+ * [element][block] order. A block's sum Σ (q − 8)·x is at most 32 · 8 · 127 = 32,512 in magnitude: it fits a
+ * short, so it is computed exactly (it starts at −8·Σx and adds q·x with 16-bit wrap-around, which cancels out
+ * because the true sum fits). Each row then sums d_w·d_x·(block sum) in f32 in a fixed order.
  *
  * <p>Numerics: the only error beyond f32 rounding is the 8-bit rounding of the activations (NMSE ~2e-5 against
  * the f32 product on Gaussian data; the conformance suite allows {@code Tolerance.QUANTIZED_ACTIVATIONS}). The
@@ -110,7 +109,7 @@ public final class Q4Int {
     }
 
     /** An activation row quantized for {@link #dot}: values [g][element][block], scales and −8·Σq per block. */
-    public record Row(short[] q, float[] d, short[] corr) {
+    record Row(short[] q, float[] d, short[] corr) {
         static Row forGroups(int groups) {
             return new Row(new short[groups * G * 32], new float[groups * G], new short[groups * G]);
         }
@@ -122,7 +121,7 @@ public final class Q4Int {
      * Blocks past k (to a whole group) are zero. Vectorised: per block two loads, |x| max, one multiply, and the
      * rounding by adding and subtracting 1.5·2^23 (exact for |v| ≤ 127); the stores go to [element][block] order.
      */
-    public static void quantize(float[] x, int xo, int k, Row out) {
+    static void quantize(float[] x, int xo, int k, Row out) {
         int nb = k / 32;
         java.util.Arrays.fill(out.q, (short) 0);
         java.util.Arrays.fill(out.d, 0f);
@@ -153,7 +152,7 @@ public final class Q4Int {
      * {@link #dot2}), and the lanes summed through an array: a vector handed to a helper that C2 leaves out of line
      * (VMath.sum here) is boxed on the heap, which made this kernel slower than the f32 path.
      */
-    public static float dot(Row x, Packed w, int row) {
+    static float dot(Row x, Packed w, int row) {
         return dot(x, w, row, new float[16]);
     }
 
