@@ -115,6 +115,17 @@ final class GenerateBenchCommand implements Callable<Integer> {
 
     static final int MAX_WARMUP_ROUNDS = 100;
 
+    /** For a Q4_0 model on the CPU backend: which activations its decode matmuls use (CRUCIBLE_Q4); else null. */
+    static String q4Note(Llama m) {
+        if (m.type("model.layers.0.mlp.up_proj.weight") != dev.crucible.tensor.DType.Q4_0
+                || !m.backend().name().equals("cpu")) {
+            return null;
+        }
+        return dev.crucible.cpu.kernels.Q4Int.enabled()
+                ? "Q4_0 decode matmuls on 8-bit activations (CRUCIBLE_Q4=f32 keeps exact f32 activations; see docs/serving.md)"
+                : "Q4_0 decode matmuls on exact f32 activations (CRUCIBLE_Q4=f32, or no AVX-512BW)";
+    }
+
     private int run(Llama m) {
         LlamaConfig c = m.config();
         if (promptTokens + genTokens > c.context()) {
@@ -126,6 +137,8 @@ final class GenerateBenchCommand implements Callable<Integer> {
         long weightBytes = m.weightBytes() - (c.tied() ? 0 : m.type(embed).bytes((long) c.vocab() * c.dim()));
         System.out.printf("model: %,d parameters (%s), %s weights streamed per token: %.1f MB; measured read bandwidth %.1f GB/s%n",
                 m.layout().total(), c, m.type("model.layers.0.mlp.up_proj.weight"), weightBytes / 1e6, bandwidth / 1e9);
+        String q4 = q4Note(m);
+        if (q4 != null) System.out.println(q4);
         Rng rng = Rng.keyed(1, Rng.key("bench.generate"));
         int[] prompt = new int[promptTokens];
         for (int i = 0; i < prompt.length; i++) prompt[i] = rng.nextInt(c.vocab());
