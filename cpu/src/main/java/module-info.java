@@ -8,5 +8,6 @@ module dev.crucible.cpu {
     exports dev.crucible.cpu;
     exports dev.crucible.cpu.kernels;
     exports dev.crucible.cpu.blas;
+    exports dev.crucible.cpu.ffi;
     provides dev.crucible.backend.BackendProvider with dev.crucible.cpu.CpuBackend.Provider;
 }

@@ -115,15 +115,20 @@ final class GenerateBenchCommand implements Callable<Integer> {
 
     static final int MAX_WARMUP_ROUNDS = 100;
 
-    /** For a Q4_0 model on the CPU backend: which activations its decode matmuls use (CRUCIBLE_Q4); else null. */
-    static String q4Note(Llama m) {
-        if (m.type("model.layers.0.mlp.up_proj.weight") != dev.crucible.tensor.DType.Q4_0
-                || !m.backend().name().equals("cpu")) {
-            return null;
-        }
-        return dev.crucible.cpu.kernels.Q4Int.enabled()
-                ? "Q4_0 decode matmuls on 8-bit activations (CRUCIBLE_Q4=f32 keeps exact f32 activations; see docs/serving.md)"
-                : "Q4_0 decode matmuls on exact f32 activations (CRUCIBLE_Q4=f32, or no AVX-512BW)";
+    /**
+     * For a model on the CPU backend: which kernels its decode matmuls use (native or Java; for Q4_0 and Q8_0
+     * weights, 8-bit or exact f32 activations, per CRUCIBLE_Q4 / CRUCIBLE_Q8); else null.
+     */
+    static String kernelNote(Llama m) {
+        if (!(m.backend() instanceof dev.crucible.cpu.CpuBackend cpu)) return null;
+        DType t = m.type("model.layers.0.mlp.up_proj.weight");
+        String kernels = dev.crucible.cpu.ffi.CpuNative.status();
+        if (t != DType.Q4_0 && t != DType.Q8_0) return kernels;
+        String setting = t == DType.Q4_0 ? "CRUCIBLE_Q4" : "CRUCIBLE_Q8";
+        return kernels + "\n" + (cpu.decodeActivationsInt8(t)
+                ? t + " decode matmuls on 8-bit activations, as llama.cpp's (" + setting + "=f32 keeps exact f32 activations; see docs/serving.md)"
+                : t + " decode matmuls on exact f32 activations (" + setting + "=f32, or "
+                        + (t == DType.Q8_0 ? "no native kernels)" : "neither native kernels nor AVX-512BW)"));
     }
 
     private int run(Llama m) {
@@ -137,8 +142,8 @@ final class GenerateBenchCommand implements Callable<Integer> {
         long weightBytes = m.weightBytes() - (c.tied() ? 0 : m.type(embed).bytes((long) c.vocab() * c.dim()));
         System.out.printf("model: %,d parameters (%s), %s weights streamed per token: %.1f MB; measured read bandwidth %.1f GB/s%n",
                 m.layout().total(), c, m.type("model.layers.0.mlp.up_proj.weight"), weightBytes / 1e6, bandwidth / 1e9);
-        String q4 = q4Note(m);
-        if (q4 != null) System.out.println(q4);
+        String note = kernelNote(m);
+        if (note != null) System.out.println(note);
         Rng rng = Rng.keyed(1, Rng.key("bench.generate"));
         int[] prompt = new int[promptTokens];
         for (int i = 0; i < prompt.length; i++) prompt[i] = rng.nextInt(c.vocab());

@@ -118,8 +118,8 @@ final class ServeCommand implements Callable<Integer> {
                 System.err.printf("serving %s on http://%s:%d/ (up to %d sequences of up to %d tokens; KV cache %d pages x %d tokens, %s, %.1f MiB%s)%n",
                         name, host, server.port(), slots, ctx, dec.pages(), dec.pageSize(), dec.kvType(), dec.cacheBytes() / 1048576.0,
                         keys.isEmpty() ? "" : ", API keys required");
-                String q4 = GenerateBenchCommand.q4Note(m.model());
-                if (q4 != null) System.err.println(q4);
+                String note = GenerateBenchCommand.kernelNote(m.model());
+                if (note != null) System.err.println(note);
                 CountDownLatch stop = new CountDownLatch(1);
                 Runtime.getRuntime().addShutdownHook(new Thread(stop::countDown));
                 stop.await();

@@ -166,11 +166,11 @@ public final class Cases {
 
     /**
      * c = a·bᵀ with the weight b (N,K) stored as {@code type}; the reference decodes it exactly, so NMSE applies
-     * (for Q4_0 with room for 8-bit activations: {@link Tolerance#QUANTIZED_ACTIVATIONS}).
+     * (for Q4_0 and Q8_0 with room for 8-bit activations: {@link Tolerance#QUANTIZED_ACTIVATIONS}).
      */
     static OpCase weightMatmul(DType type, int m, int n, int k, boolean acc) {
         return new OpCase("MatMul", "M=" + m + " N=" + n + " K=" + k + " a·bᵀ b " + type + (acc ? " +=" : ""), F32,
-                type == DType.Q4_0 ? Tolerance.QUANTIZED_ACTIVATIONS : Tolerance.REDUCTION,
+                type == DType.Q4_0 || type == DType.Q8_0 ? Tolerance.QUANTIZED_ACTIVATIONS : Tolerance.REDUCTION,
                 (rng, ref) -> inputs("a", normal(rng, m * k, 1), "b", HostArray.encoded(type, normal(rng, k * n, 1).floats()),
                         "c", normal(rng, m * n, 1)),
                 h -> new Op.MatMul(h.in("a"), h.in("b"), acc ? h.inOut("c") : h.out("c", F32, (long) m * n),

@@ -34,7 +34,7 @@ public final class Tolerance {
     public static final double REDUCTION = 1e-9;
 
     /**
-     * A matmul on stored Q4_0 weights may quantize its activations to 8 bits per 32-element block (scale max|x|/127),
+     * A matmul on stored Q4_0 or Q8_0 weights may quantize its activations to 8 bits per 32-element block (scale max|x|/127),
      * as llama.cpp does for its quantized dot products: each activation is then off by up to half a step of 1/127 of
      * its block's largest magnitude, NMSE ~2e-5 on Gaussian data. 1e-4 admits that, and still fails a dropped block
      * (at the K used here a third or more of the sum), a wrong scale or a wrong nibble order (NMSE ≥ 1e-2).

@@ -9,6 +9,7 @@ import dev.crucible.backend.Op;
 import dev.crucible.backend.UnsupportedOpException;
 import dev.crucible.cpu.blas.BlasGemm;
 import dev.crucible.cpu.blas.OpenBlas;
+import dev.crucible.cpu.ffi.CpuNative;
 import dev.crucible.cpu.kernels.AdamW;
 import dev.crucible.cpu.kernels.Attention;
 import dev.crucible.cpu.kernels.CrossEntropy;
@@ -80,6 +81,9 @@ public final class CpuBackend extends HostBackend {
     private final OpenBlas blas; // null: Java kernels only
     /** Q4_0 decode matmuls on 8-bit activations ({@link Q4Int}; {@code CRUCIBLE_Q4=f32} turns it off). */
     private final boolean q4Int;
+    /** Native decode kernels ({@link CpuNative}), or null; and whether Q8_0 decode uses them ({@code CRUCIBLE_Q8}). */
+    private final CpuNative nat;
+    private final boolean q8Int;
     private Rope.Table ropeTable; // the last table built; replaced when θ, D or the needed positions change
 
     public CpuBackend() {
@@ -97,9 +101,36 @@ public final class CpuBackend extends HostBackend {
      * kernels.
      */
     public CpuBackend(int threads, OpenBlas blas) {
-        this.q4Int = Q4Int.enabled();
+        this(threads, blas, CpuNative.fromEnvironment());
+    }
+
+    /**
+     * With {@code nat} non-null, Q4_0 and Q8_0 decode matmuls (fewer than {@link MatMul#SKINNY_M} rows) run in its
+     * native kernels: for Q4_0 the same bits as {@link Q4Int} (without its rearranged copy of each matrix), for Q8_0
+     * on 8-bit activations unless {@code CRUCIBLE_Q8=f32}. Null: Java kernels only.
+     */
+    public CpuBackend(int threads, OpenBlas blas, CpuNative nat) {
+        this.q4Int = Q4Int.enabled() || (nat != null && Q4Int.enabledSetting());
+        this.nat = nat;
+        this.q8Int = CpuNative.q8Int() && nat != null; // the setting is checked even where it cannot apply
         this.pool = new WorkerPool(threads);
         this.blas = blas;
+    }
+
+    /** The native kernels in use, or null. */
+    public CpuNative nativeKernels() { return nat; }
+
+    /**
+     * Whether decode-sized matmuls (fewer than {@link MatMul#SKINNY_M} rows) on weights stored as {@code weights}
+     * round their activations to 8 bits per block (Q4_0: {@code CRUCIBLE_Q4}; Q8_0: {@code CRUCIBLE_Q8}, native
+     * kernels only); false where activations stay exact f32.
+     */
+    public boolean decodeActivationsInt8(DType weights) {
+        return switch (weights) {
+            case Q4_0 -> q4Int;
+            case Q8_0 -> q8Int;
+            default -> false;
+        };
     }
 
     public int threads() { return pool.threads(); }
@@ -206,6 +237,11 @@ public final class CpuBackend extends HostBackend {
     private void matmul(Op.MatMul o) {
         MemorySegment a = seg(o.a()), b = seg(o.b()), c = seg(o.c());
         DType bType = o.b().type();
+        boolean decode = o.m() < MatMul.SKINNY_M && o.transB() && !o.transA() && o.k() % 32 == 0;
+        if (decode && nat != null && (bType == DType.Q4_0 && q4Int || bType == DType.Q8_0 && q8Int)) {
+            nat.matmul(pool, bType == DType.Q4_0, a, b, c, o.m(), o.n(), o.k(), o.accumulate());
+            return;
+        }
         if (bType == DType.Q4_0 && q4Int && o.m() < MatMul.SKINNY_M && o.transB() && !o.transA()) {
             Q4Int.Packed p = q4Packed.get(o.b());
             if (p == null || p.n() != o.n() || p.k() != o.k()) {

@@ -56,9 +56,17 @@ class InferenceWeightsTest {
         }
     }
 
+    /** Whether the CPU backend's decode matmuls on these weights round activations to 8 bits (as llama.cpp does). */
+    private static boolean int8Activations(DType type) {
+        try (Backend be = Backends.create("cpu", 1)) {
+            return ((dev.crucible.cpu.CpuBackend) be).decodeActivationsInt8(type);
+        }
+    }
+
     /**
-     * The logits of the decoded weights, to f32 rounding; for Q4_0, whose decode-sized matmuls run on 8-bit
-     * activations (Q4Int, as llama.cpp does), within the NMSE that rounding leaves after 2 layers and the head.
+     * The logits of the decoded weights, to f32 rounding; for Q4_0 and Q8_0 where decode-sized matmuls run on 8-bit
+     * activations (Q4Int or the native kernels, as llama.cpp does), within the NMSE that rounding leaves after 2
+     * layers and the head.
      */
     private static void close(DType type, float[] want, float[] got) {
         double err = 0, scale = 0, se = 0, ss = 0;
@@ -68,8 +76,8 @@ class InferenceWeightsTest {
             se += (double) (want[i] - got[i]) * (want[i] - got[i]);
             ss += (double) want[i] * want[i];
         }
-        if (type == DType.Q4_0 && dev.crucible.cpu.kernels.Q4Int.enabled()) {
-            System.out.printf("Q4_0 logits: nmse %.2e, max |Δ| %.4f of max |logit| %.4f%n", se / ss, err, scale);
+        if (int8Activations(type)) {
+            System.out.printf(type + " logits: nmse %.2e, max |Δ| %.4f of max |logit| %.4f%n", se / ss, err, scale);
             assertTrue(se / ss <= 1e-3, "nmse " + se / ss + " (max |Δ| " + err + " vs max |logit| " + scale + ")");
         } else {
             assertTrue(err <= 1e-5 * scale, "max |Δ| " + err + " vs max |logit| " + scale);

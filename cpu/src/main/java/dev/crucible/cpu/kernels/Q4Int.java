@@ -63,8 +63,13 @@ public final class Q4Int {
      * docs/serving.md). Anything else is an error naming the setting.
      */
     public static boolean enabled() {
+        return enabledSetting() && HARDWARE;
+    }
+
+    /** What the setting asks for, whatever the hardware: true for {@code int8} (the default), false for {@code f32}. */
+    public static boolean enabledSetting() {
         String v = System.getProperty(PROPERTY, System.getenv(ENV));
-        if (v == null || v.isBlank() || v.equalsIgnoreCase("int8")) return HARDWARE;
+        if (v == null || v.isBlank() || v.equalsIgnoreCase("int8")) return true;
         if (v.equalsIgnoreCase("f32")) return false;
         throw new IllegalArgumentException(ENV + " (or -D" + PROPERTY + ") must be int8 or f32, not '" + v + "'");
     }

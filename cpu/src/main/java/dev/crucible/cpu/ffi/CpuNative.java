@@ -1,0 +1,231 @@
+package dev.crucible.cpu.ffi;
+
+import dev.crucible.cpu.kernels.Parallel;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SymbolLookup;
+import java.lang.invoke.MethodHandle;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.HexFormat;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+
+/**
+ * The CPU backend's native kernels ({@code cpu/src/main/c/crucible_cpu.c}, built into the jar by the Maven build
+ * when a C compiler is there), through FFM: quantized decode matmuls that multiply 8-bit integers with AVX-512 VNNI,
+ * an instruction the Vector API cannot emit.
+ *
+ * <p>Optional in every way: without the library (no compiler at build time, another CPU architecture), on a CPU
+ * without AVX-512 VNNI, or with {@code CRUCIBLE_NATIVE=off}, the backend keeps its Java kernels. {@link #status}
+ * says which, and why.
+ *
+ * <p>What the kernels compute is pinned down in crucible_cpu.c's header: for Q4_0 it is exactly {@code Q4Int}'s
+ * integer path (the same bits, checked by CpuNativeTest), without Q4Int's rearranged copy of each matrix (the
+ * kernels read the GGUF blocks where they lie). For Q8_0 it is the same scheme on 8-bit weights, which changes a Q8_0
+ * model's decode results from the f32 path's ({@code CRUCIBLE_Q8=f32} keeps that path). Every row's bits are the
+ * same whatever other rows or sequences share a call, and for any thread count.
+ *
+ * <p>Downcalls are "critical": they may take heap segments (the quantized activations live in Java arrays) and
+ * hold off the GC for their duration, a chunk of rows (well under a millisecond to a few).
+ */
+public final class CpuNative {
+
+    /** The setting: the system property {@code crucible.native}, else the environment variable {@code CRUCIBLE_NATIVE}. */
+    public static final String PROPERTY = "crucible.native", ENV = "CRUCIBLE_NATIVE";
+
+    /** Where the build puts the library inside the jar (cpu/pom.xml). */
+    static final String RESOURCE = "/dev/crucible/cpu/ffi/linux-x86_64/libcrucible_cpu.so";
+
+    /** The interface version this class speaks (crucible_cpu_abi()). */
+    static final int ABI = 1;
+
+    private final String source;
+    private final MethodHandle quantize, quantMatmul;
+
+    private CpuNative(String source, SymbolLookup lib) {
+        Linker linker = Linker.nativeLinker();
+        this.source = source;
+        Linker.Option critical = Linker.Option.critical(true);
+        this.quantize = linker.downcallHandle(lib.findOrThrow("crucible_quantize"), FunctionDescriptor.ofVoid(
+                ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS), critical);
+        this.quantMatmul = linker.downcallHandle(lib.findOrThrow("crucible_quant_matmul"), FunctionDescriptor.ofVoid(
+                JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS, JAVA_INT, ADDRESS,
+                JAVA_LONG, JAVA_INT), critical);
+    }
+
+    /** Why the library is or is not in use, in one line (for startup banners and bench output). */
+    public static String status() {
+        return loaded().status;
+    }
+
+    /**
+     * The kernels as {@link #PROPERTY} / {@link #ENV} ask: {@code auto} (the default) = the library built into the
+     * jar, when it loads and this CPU can run it; {@code off} = none; anything else = the path of a library file
+     * built from crucible_cpu.c (an error when it cannot be used, since it was asked for by name). Null when none.
+     */
+    public static CpuNative fromEnvironment() {
+        return loaded().kernels;
+    }
+
+    /** What {@link #fromEnvironment} found: decided once per process (a bad setting is refused on every call). */
+    record Loaded(CpuNative kernels, String status) {}
+
+    private static Loaded loaded;
+
+    private static synchronized Loaded loaded() {
+        if (loaded == null) loaded = load(System.getProperty(PROPERTY, System.getenv(ENV)));
+        return loaded;
+    }
+
+    static Loaded load(String setting) {
+        if (setting != null && (setting.equalsIgnoreCase("off") || setting.equals("0") || setting.equalsIgnoreCase("false"))) {
+            return new Loaded(null, "native kernels off (" + ENV + "=" + setting + "): Java kernels only");
+        }
+        boolean auto = setting == null || setting.isBlank() || setting.equalsIgnoreCase("auto") || setting.equalsIgnoreCase("on");
+        Path file;
+        if (auto) {
+            if (!System.getProperty("os.arch", "").matches("amd64|x86_64")) {
+                return new Loaded(null, "no native kernels for " + System.getProperty("os.arch") + ": Java kernels only");
+            }
+            try {
+                file = extract();
+            } catch (IOException e) {
+                return new Loaded(null, "native kernels could not be unpacked (" + e.getMessage() + "): Java kernels only");
+            }
+            if (file == null) {
+                return new Loaded(null, "native kernels not built (no C compiler when the jar was built): Java kernels only");
+            }
+        } else {
+            file = Path.of(setting);
+            if (!Files.isRegularFile(file)) {
+                throw new IllegalArgumentException(ENV + " (or -D" + PROPERTY + ") must be auto, off or a library file; '"
+                        + setting + "' is not a file");
+            }
+        }
+        String why;
+        try {
+            SymbolLookup lib = SymbolLookup.libraryLookup(file, Arena.global());
+            Linker linker = Linker.nativeLinker();
+            int abi = (int) linker.downcallHandle(lib.findOrThrow("crucible_cpu_abi"), FunctionDescriptor.of(JAVA_INT)).invokeExact();
+            int ok = (int) linker.downcallHandle(lib.findOrThrow("crucible_cpu_supported"), FunctionDescriptor.of(JAVA_INT)).invokeExact();
+            if (abi != ABI) why = "native kernels at " + file + " speak interface " + abi + ", not " + ABI;
+            else if (ok == 0) why = "this CPU lacks AVX-512 VNNI, which the native kernels need";
+            else return new Loaded(new CpuNative(file.toString(), lib), "native kernels (AVX-512 VNNI) from " + file);
+        } catch (Throwable t) { // not loadable: wrong architecture, missing symbols, native access denied
+            why = "native kernels at " + file + " did not load (" + t.getMessage() + ")";
+        }
+        if (!auto) throw new IllegalArgumentException(ENV + "=" + setting + ": " + why);
+        return new Loaded(null, why + ": Java kernels only");
+    }
+
+    /**
+     * Copies the library out of the jar (FFM loads files) to {@code java.io.tmpdir/crucible-native-HASH/}, named by
+     * its content, so processes share one copy and a new build never overwrites a library another JVM has loaded.
+     * Null when the jar has none.
+     */
+    private static Path extract() throws IOException {
+        byte[] bytes;
+        try (InputStream in = CpuNative.class.getResourceAsStream(RESOURCE)) {
+            if (in == null) return null;
+            bytes = in.readAllBytes();
+        }
+        String hash;
+        try {
+            hash = HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(bytes), 0, 8);
+        } catch (NoSuchAlgorithmException e) {
+            throw new IOException(e);
+        }
+        Path dir = Path.of(System.getProperty("java.io.tmpdir"), "crucible-native-" + hash);
+        Path file = dir.resolve("libcrucible_cpu.so");
+        if (Files.isRegularFile(file) && Files.size(file) == bytes.length) return file;
+        Files.createDirectories(dir);
+        Path tmp = Files.createTempFile(dir, "lib", ".tmp");
+        Files.write(tmp, bytes);
+        Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        return file;
+    }
+
+    /** The Q8_0 setting: the system property {@code crucible.q8}, else the environment variable {@code CRUCIBLE_Q8}. */
+    public static final String Q8_PROPERTY = "crucible.q8", Q8_ENV = "CRUCIBLE_Q8";
+
+    /**
+     * Whether Q8_0 decode matmuls quantize their activations to 8 bits and take these kernels: {@code int8} (the
+     * default) when the kernels are loaded; {@code f32} never (the Java f32 path, activations exact). Anything else
+     * is an error naming the setting.
+     */
+    public static boolean q8Int() {
+        String v = System.getProperty(Q8_PROPERTY, System.getenv(Q8_ENV));
+        if (v == null || v.isBlank() || v.equalsIgnoreCase("int8")) return true;
+        if (v.equalsIgnoreCase("f32")) return false;
+        throw new IllegalArgumentException(Q8_ENV + " (or -D" + Q8_PROPERTY + ") must be int8 or f32, not '" + v + "'");
+    }
+
+    /** Where the library was loaded from. */
+    public String source() { return source; }
+
+    /** Blocks of 32 a row is quantized into: whole groups of 32 blocks (the kernels' padding; see crucible_cpu.c). */
+    public static int paddedBlocks(int k) {
+        return (k / 32 + 31) / 32 * 32;
+    }
+
+    /**
+     * x[0..k) quantized to 8-bit integers per 32-element block into nbPad blocks: q (nbPad·32 bytes; Q4_0 layout
+     * when {@code q4Layout}), d (nbPad floats), s (nbPad ints: Σq per block). See crucible_cpu.c.
+     */
+    public void quantize(MemorySegment x, int k, int nbPad, boolean q4Layout, MemorySegment q, MemorySegment d,
+                         MemorySegment s) {
+        if (k % 32 != 0 || nbPad < k / 32) throw new IllegalArgumentException("k " + k + ", blocks " + nbPad);
+        try {
+            quantize.invokeExact(x, k, nbPad, q4Layout ? 1 : 0, q, d, s);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /**
+     * c (m,n) (+)= a (m,k) · wᵀ for w n×k stored Q4_0 ({@code q4}) or Q8_0: the decode matmul (m small). Every
+     * activation row is quantized once, then the columns go out in fixed chunks over {@code par}.
+     */
+    public void matmul(Parallel par, boolean q4, MemorySegment a, MemorySegment w, MemorySegment c, int m, int n, int k,
+                       boolean accumulate) {
+        if (k % 32 != 0) throw new IllegalArgumentException((q4 ? "Q4_0" : "Q8_0") + " rows hold whole blocks of 32, not " + k);
+        int nbPad = paddedBlocks(k);
+        long need = (long) n * (k / 32) * (q4 ? 18 : 34);
+        if (w.byteSize() < need) throw new IllegalArgumentException("weights hold " + w.byteSize() + " bytes, need " + need);
+        if (c.byteSize() < (long) m * n * 4) throw new IllegalArgumentException("c holds " + c.byteSize() + " bytes, need " + (long) m * n * 4);
+        byte[] xq = new byte[m * nbPad * 32];
+        float[] xd = new float[m * nbPad];
+        int[] xs = new int[m * nbPad];
+        MemorySegment q = MemorySegment.ofArray(xq), d = MemorySegment.ofArray(xd), s = MemorySegment.ofArray(xs);
+        for (int i = 0; i < m; i++) {
+            quantize(a.asSlice((long) i * k * 4, (long) k * 4), k, nbPad, q4,
+                    q.asSlice((long) i * nbPad * 32), d.asSlice((long) i * nbPad * 4), s.asSlice((long) i * nbPad * 4));
+        }
+        int cols = n >= 4096 ? 256 : 64;
+        par.forEach(Parallel.chunks(n, cols), t -> {
+            int j0 = t * cols, j1 = Math.min(n, j0 + cols);
+            try {
+                quantMatmul.invokeExact(q4 ? 1 : 0, w, k, j0, j1, m, q, d, s, nbPad, c, (long) n, accumulate ? 1 : 0);
+            } catch (Throwable e) {
+                throw rethrow(e);
+            }
+        });
+    }
+
+    private static RuntimeException rethrow(Throwable t) {
+        if (t instanceof RuntimeException r) return r;
+        if (t instanceof Error e) throw e;
+        return new IllegalStateException(t);
+    }
+}

@@ -1,0 +1,278 @@
+package dev.crucible.cpu.ffi;
+
+import dev.crucible.backend.Buffer;
+import dev.crucible.backend.Op;
+import dev.crucible.cpu.CpuBackend;
+import dev.crucible.cpu.WorkerPool;
+import dev.crucible.cpu.kernels.Parallel;
+import dev.crucible.cpu.kernels.Q4Int;
+import dev.crucible.tensor.Blocks;
+import dev.crucible.tensor.DType;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Random;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+/**
+ * The native decode kernels against a plain Java model of their contract (crucible_cpu.c's header), bit for bit,
+ * and for Q4_0 against the Java integer kernel {@link Q4Int}, bit for bit. Skips where the kernels are not there,
+ * unless {@code CRUCIBLE_REQUIRE_NATIVE=1} (CI sets it where a compiler and AVX-512 VNNI are present), so that a
+ * build that silently lost them fails instead of skipping.
+ */
+class CpuNativeTest {
+    private static CpuNative kernels() {
+        CpuNative k = CpuNative.fromEnvironment();
+        if (k == null && "1".equals(System.getenv("CRUCIBLE_REQUIRE_NATIVE"))) {
+            fail("CRUCIBLE_REQUIRE_NATIVE=1 but " + CpuNative.status());
+        }
+        assumeTrue(k != null, CpuNative.status());
+        return k;
+    }
+
+    private static float[] gaussian(Random r, int n, double scale) {
+        float[] x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = (float) (r.nextGaussian() * scale);
+        return x;
+    }
+
+    /** The quantizer's definition: per block d = max|x|/127, q = x·(1/d) rounded half to even (f32 steps). */
+    private static void quantizeModel(float[] x, int xo, int k, int nbPad, byte[] q, float[] d, int[] s) {
+        for (int b = 0; b < nbPad; b++) {
+            if (b >= k / 32) continue; // zero
+            float amax = 0;
+            for (int i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(x[xo + 32 * b + i]));
+            float db = amax / 127f, id = db == 0f ? 0f : 1f / db;
+            int sum = 0;
+            for (int i = 0; i < 32; i++) {
+                int v = (int) Math.rint(x[xo + 32 * b + i] * id);
+                q[32 * b + i] = (byte) v;
+                sum += v;
+            }
+            d[b] = db;
+            s[b] = sum;
+        }
+    }
+
+    /** A row's result by the contract: exact block sums, lane b % 16 takes fma(isum, d_w·d_x, lane), lanes summed in order. */
+    private static float dotModel(boolean q4, MemorySegment w, int row, int k, byte[] q, float[] d) {
+        int nb = k / 32, nbPad = CpuNative.paddedBlocks(k), bs = q4 ? 18 : 34;
+        float[] lanes = new float[16];
+        for (int b = 0; b < nbPad; b++) {
+            float dd = 0f;
+            int isum = 0;
+            if (b < nb) {
+                long at = ((long) row * nb + b) * bs;
+                float dw = Float.float16ToFloat(w.get(ValueLayout.JAVA_SHORT_UNALIGNED, at));
+                for (int i = 0; i < 32; i++) {
+                    int wq;
+                    if (q4) {
+                        int byt = w.get(ValueLayout.JAVA_BYTE, at + 2 + (i % 16)) & 0xff;
+                        wq = (i < 16 ? byt & 0x0f : byt >>> 4) - 8;
+                    } else {
+                        wq = w.get(ValueLayout.JAVA_BYTE, at + 2 + i);
+                    }
+                    isum += wq * q[32 * b + i];
+                }
+                dd = dw * d[b];
+            }
+            lanes[b % 16] = Math.fma((float) isum, dd, lanes[b % 16]);
+        }
+        float s = lanes[0];
+        for (int i = 1; i < 16; i++) s += lanes[i];
+        return s;
+    }
+
+    @Test
+    void quantizeFollowsItsDefinitionIncludingTiesAndZeroBlocks() {
+        CpuNative nat = kernels();
+        Random r = new Random(3);
+        int k = 160, nbPad = CpuNative.paddedBlocks(k);
+        float[] x = gaussian(r, k, 2);
+        for (int i = 32; i < 64; i++) x[i] = 0f; // block 1: all zero, d = 0
+        x[64] = 127f; x[65] = 2.5f; x[66] = -3.5f; x[67] = -127f; // block 2: d = 1, ties go to even
+        byte[] q = new byte[nbPad * 32], wq = new byte[nbPad * 32];
+        float[] d = new float[nbPad], wd = new float[nbPad];
+        int[] s = new int[nbPad], ws = new int[nbPad];
+        nat.quantize(MemorySegment.ofArray(x), k, nbPad, false, MemorySegment.ofArray(q), MemorySegment.ofArray(d),
+                MemorySegment.ofArray(s));
+        quantizeModel(x, 0, k, nbPad, wq, wd, ws);
+        for (int b = 0; b < nbPad; b++) {
+            assertEquals(Float.floatToRawIntBits(wd[b]), Float.floatToRawIntBits(d[b]), "scale of block " + b);
+            assertEquals(ws[b], s[b], "sum of block " + b);
+        }
+        for (int i = 0; i < q.length; i++) assertEquals(wq[i], q[i], "element " + i);
+        assertEquals(1f, d[2]);
+        assertEquals(2, q[65]);
+        assertEquals(-4, q[66]);
+        assertEquals(0f, d[1]);
+
+        // The Q4_0 layout holds the same values: per 4 blocks, elements 0-15 of each, then 16-31 of each.
+        byte[] q4 = new byte[nbPad * 32];
+        nat.quantize(MemorySegment.ofArray(x), k, nbPad, true, MemorySegment.ofArray(q4), MemorySegment.ofArray(d),
+                MemorySegment.ofArray(s));
+        for (int b = 0; b < nbPad; b++) {
+            for (int e = 0; e < 32; e++) {
+                int at = (b / 4) * 128 + (e < 16 ? 0 : 64) + (b % 4) * 16 + e % 16;
+                assertEquals(q[32 * b + e], q4[at], "block " + b + " element " + e);
+            }
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(ints = {32, 96, 512, 544, 768, 1056, 2048, 5632})
+    void q8RowsFollowTheContractBitForBit(int k) {
+        rowsFollowTheContract(false, k);
+    }
+
+    @ParameterizedTest
+    @ValueSource(ints = {32, 96, 512, 544, 768, 1056, 2048, 5632})
+    void q4RowsFollowTheContractBitForBit(int k) {
+        rowsFollowTheContract(true, k);
+    }
+
+    private void rowsFollowTheContract(boolean q4, int k) {
+        CpuNative nat = kernels();
+        Random r = new Random(k + (q4 ? 1 : 0));
+        int n = 37, m = 6, nbPad = CpuNative.paddedBlocks(k);
+        float[] w = gaussian(r, n * k, 0.05), x = gaussian(r, m * k, 1);
+        for (int i = 0; i < k; i += 7) x[i] *= 20; // outliers: small integers for most of a block
+        DType type = q4 ? DType.Q4_0 : DType.Q8_0;
+        MemorySegment stored = MemorySegment.ofArray(Blocks.encode(type, w, 0, w.length));
+        float[] c = new float[m * n];
+        nat.matmul(Parallel.SERIAL, q4, MemorySegment.ofArray(x), stored, MemorySegment.ofArray(c), m, n, k, false);
+        byte[] q = new byte[nbPad * 32];
+        float[] d = new float[nbPad];
+        for (int i = 0; i < m; i++) {
+            java.util.Arrays.fill(q, (byte) 0);
+            java.util.Arrays.fill(d, 0f);
+            quantizeModel(x, i * k, k, nbPad, q, d, new int[nbPad]);
+            for (int j = 0; j < n; j++) {
+                float want = dotModel(q4, stored, j, k, q, d);
+                assertEquals(Float.floatToRawIntBits(want), Float.floatToRawIntBits(c[i * n + j]),
+                        type + " k " + k + " row " + i + " col " + j + ": " + want + " vs " + c[i * n + j]);
+            }
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(ints = {1, 2, 3, 4, 5, 9, 31})
+    void q4GivesTheJavaIntegerKernelsBits(int m) {
+        CpuNative nat = kernels();
+        assumeTrue(Q4Int.HARDWARE, "the Java integer kernel needs AVX-512BW");
+        Random r = new Random(100 + m);
+        int n = 300, k = 1056;
+        float[] w = gaussian(r, n * k, 0.05), x = gaussian(r, m * k, 1), base = gaussian(r, m * n, 1);
+        MemorySegment stored = MemorySegment.ofArray(Blocks.encode(DType.Q4_0, w, 0, w.length));
+        try (WorkerPool pool = new WorkerPool(2)) {
+            Q4Int.Packed p = Q4Int.pack(pool, stored, n, k);
+            for (boolean acc : new boolean[] {false, true}) {
+                float[] java = base.clone(), ours = base.clone();
+                Q4Int.matmul(pool, MemorySegment.ofArray(x), p, MemorySegment.ofArray(java), m, n, k, acc);
+                nat.matmul(pool, true, MemorySegment.ofArray(x), stored, MemorySegment.ofArray(ours), m, n, k, acc);
+                for (int i = 0; i < m * n; i++) {
+                    assertEquals(Float.floatToRawIntBits(java[i]), Float.floatToRawIntBits(ours[i]),
+                            "m " + m + " accumulate " + acc + " element " + i + ": " + java[i] + " vs " + ours[i]);
+                }
+            }
+        }
+    }
+
+    @Test
+    void aRowAloneAndInAStepOfManyGiveTheSameBitsOnAnyThreadCount() {
+        CpuNative nat = kernels();
+        Random r = new Random(11);
+        int n = 600, k = 2048, m = 13;
+        for (DType type : new DType[] {DType.Q8_0, DType.Q4_0}) {
+            boolean q4 = type == DType.Q4_0;
+            float[] w = gaussian(r, n * k, 0.05), x = gaussian(r, m * k, 1);
+            MemorySegment stored = MemorySegment.ofArray(Blocks.encode(type, w, 0, w.length));
+            float[] all = new float[m * n];
+            try (WorkerPool two = new WorkerPool(2)) {
+                nat.matmul(two, q4, MemorySegment.ofArray(x), stored, MemorySegment.ofArray(all), m, n, k, false);
+            }
+            for (int i : new int[] {0, 5, 12}) {
+                float[] one = new float[n];
+                nat.matmul(Parallel.SERIAL, q4, MemorySegment.ofArray(x).asSlice((long) i * k * 4, (long) k * 4),
+                        stored, MemorySegment.ofArray(one), 1, n, k, false);
+                for (int j = 0; j < n; j++) {
+                    assertEquals(Float.floatToRawIntBits(all[i * n + j]), Float.floatToRawIntBits(one[j]),
+                            type + " row " + i + " col " + j);
+                }
+            }
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(ints = {1, 4, 31})
+    void theBackendsQ8MatmulIsCloseToTheExactProduct(int m) {
+        kernels();
+        assumeTrue(CpuNative.q8Int(), "CRUCIBLE_Q8=f32");
+        Random r = new Random(m);
+        int n = 70, k = 1056;
+        float[] w = gaussian(r, n * k, 0.05), x = gaussian(r, m * k, 1);
+        try (CpuBackend be = new CpuBackend(2)) {
+            assertTrue(be.nativeKernels() != null, "the backend picks the kernels up");
+            Buffer b = be.allocate(DType.Q8_0, (long) n * k), a = be.allocate(DType.F32, (long) m * k);
+            Buffer c = be.allocate(DType.F32, (long) m * n);
+            be.copyIn(a, MemorySegment.ofArray(x));
+            byte[] enc = Blocks.encode(DType.Q8_0, w, 0, w.length);
+            be.copyIn(b, MemorySegment.ofArray(enc));
+            be.run(new Op.MatMul(a, b, c, m, n, k, false, true, false));
+            float[] got = new float[m * n];
+            be.copyOut(c, MemorySegment.ofArray(got));
+            float[] dec = new float[n * k];
+            Blocks.decode(DType.Q8_0, MemorySegment.ofArray(enc), 0, n * k, dec, 0);
+            double err = 0, ref = 0;
+            for (int i = 0; i < m; i++) {
+                for (int j = 0; j < n; j++) {
+                    double s = 0;
+                    for (int p = 0; p < k; p++) s += (double) x[i * k + p] * dec[j * k + p];
+                    err += (s - got[i * n + j]) * (s - got[i * n + j]);
+                    ref += s * s;
+                }
+            }
+            double nmse = err / ref;
+            assertTrue(nmse < 1e-4, "nmse " + nmse);
+            assertTrue(nmse > 1e-9, "8-bit activations leave a trace (nmse " + nmse + "): were the kernels used?");
+        }
+    }
+
+    @Test
+    void settingsAreCheckedWithOneClearMessage() throws Exception {
+        assertNull(CpuNative.load("off").kernels());
+        assertTrue(CpuNative.load("off").status().contains("off"), CpuNative.load("off").status());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> CpuNative.load("/no/such/lib.so"));
+        assertTrue(e.getMessage().contains("CRUCIBLE_NATIVE") && e.getMessage().contains("/no/such/lib.so"), e.getMessage());
+        Path notALibrary = Files.createTempFile("crucible", ".so");
+        try {
+            Files.writeString(notALibrary, "not an ELF file");
+            e = assertThrows(IllegalArgumentException.class, () -> CpuNative.load(notALibrary.toString()));
+            assertTrue(e.getMessage().contains("did not load"), e.getMessage());
+        } finally {
+            Files.delete(notALibrary);
+        }
+        String old = System.getProperty(CpuNative.Q8_PROPERTY);
+        try {
+            System.setProperty(CpuNative.Q8_PROPERTY, "F32");
+            assertEquals(false, CpuNative.q8Int());
+            System.setProperty(CpuNative.Q8_PROPERTY, "int4");
+            e = assertThrows(IllegalArgumentException.class, CpuNative::q8Int);
+            assertTrue(e.getMessage().contains("CRUCIBLE_Q8") && e.getMessage().contains("'int4'"), e.getMessage());
+        } finally {
+            if (old == null) System.clearProperty(CpuNative.Q8_PROPERTY);
+            else System.setProperty(CpuNative.Q8_PROPERTY, old);
+        }
+    }
+}
