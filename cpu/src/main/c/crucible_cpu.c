@@ -1,5 +1,9 @@
 /*
  * Crucible's native CPU kernels: quantized decode matmuls on 8-bit activations with AVX-512 VNNI.
+ *   - Q8_0: read from the GGUF blocks where they lie (crucible_q8_0_matmul);
+ *   - Q4_0: from a copy rearranged once so that each 32-bit lane of a vector is one weight row
+ *     (crucible_q4_0_pack, crucible_q4_0_packed_matmul): no horizontal sums, about 4x the rate of a kernel on the
+ *     GGUF blocks (bench/NOTES.md, seventh session), at the price of that copy (as many bytes as the GGUF blocks).
  *
  * Why native: the Vector API cannot emit VPDPBUSD (64 byte products summed into 16 int32 lanes in one
  * instruction), which is how llama.cpp multiplies Q8_0 and Q4_0 weights. The Java kernels stay the reference and
@@ -28,7 +32,7 @@
 #define INLINE static inline __attribute__((always_inline))
 
 /* The version of this interface; CpuNative refuses a library with another one. */
-int32_t crucible_cpu_abi(void) { return 1; }
+int32_t crucible_cpu_abi(void) { return 2; }
 
 /* 1 when this CPU has every instruction the kernels use. */
 int32_t crucible_cpu_supported(void) {
@@ -43,22 +47,15 @@ int32_t crucible_cpu_supported(void) {
 #define ROUNDER 12582912.0f
 
 /*
- * Quantizes x[0..k) (k a multiple of 32) into nbPad ≥ k/32 blocks: q (nbPad·32 int8), d (nbPad f32 scales),
- * s (nbPad int32: Σ q per block). Blocks past k/32 are zero. Layout of q:
- *   q4layout = 0: natural order, block b at q[32b … 32b+31];
- *   q4layout = 1: per 4 blocks u (blocks 4u…4u+3) 128 bytes: elements 0-15 of the four blocks, then elements 16-31
- *                 of the four, matching how a Q4_0 block stores its low and high nibbles.
+ * Quantizes x[0..k) (k a multiple of 32) into nbPad ≥ k/32 blocks: q (nbPad·32 int8, block b at q[32b … 32b+31]),
+ * d (nbPad f32 scales), s (nbPad int32: Σ q per block). Blocks past k/32 are zero.
  */
-KERNEL void crucible_quantize(const float *x, int32_t k, int32_t nbPad, int32_t q4layout, int8_t *q, float *d,
-                              int32_t *s) {
+KERNEL void crucible_quantize(const float *x, int32_t k, int32_t nbPad, int8_t *q, float *d, int32_t *s) {
     int32_t nb = k / 32;
     const __m512 rounder = _mm512_set1_ps(ROUNDER);
     for (int32_t b = 0; b < nbPad; b++) {
-        int8_t *lo = q4layout ? q + (b / 4) * 128 + (b % 4) * 16 : q + 32 * b;
-        int8_t *hi = q4layout ? lo + 64 : lo + 16;
         if (b >= nb) {
-            memset(lo, 0, 16);
-            memset(hi, 0, 16);
+            memset(q + 32 * b, 0, 32);
             d[b] = 0.0f;
             s[b] = 0;
             continue;
@@ -70,8 +67,8 @@ KERNEL void crucible_quantize(const float *x, int32_t k, int32_t nbPad, int32_t 
         __m512 r0 = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(v0, vid), rounder), rounder);
         __m512 r1 = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(v1, vid), rounder), rounder);
         __m512i i0 = _mm512_cvtps_epi32(r0), i1 = _mm512_cvtps_epi32(r1); /* exact: already integers */
-        _mm_storeu_si128((__m128i *) lo, _mm512_cvtepi32_epi8(i0));
-        _mm_storeu_si128((__m128i *) hi, _mm512_cvtepi32_epi8(i1));
+        _mm_storeu_si128((__m128i *) (q + 32 * b), _mm512_cvtepi32_epi8(i0));
+        _mm_storeu_si128((__m128i *) (q + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
         d[b] = db;
         s[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
     }
@@ -110,52 +107,22 @@ KERNEL INLINE __m512 scales16m(const uint8_t *base, __m512i offsets, __mmask16 m
     return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
 }
 
-/*
- * One weight row's 16 blocks (a "chunk"), or its first 4·units (the row's end), against T activation rows, Q4_0. wb: the first of the 16 blocks (18 bytes
- * each: f16 scale, 16 bytes of nibbles; byte j holds element j low, element j+16 high). xq/xd/xs: per activation
- * row, this chunk's quantized values (q4 layout), scales and sums.
- */
-KERNEL INLINE void q4_chunk(const uint8_t *wb, int units, int T, const int8_t *const *xq,
-                            const float *const *xd, const int32_t *const *xs, __m512 *acc) {
-    const __m512i low = _mm512_set1_epi8(0x0f);
-    const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    const __m512i offsets = _mm512_setr_epi32(0, 18, 36, 54, 72, 90, 108, 126, 144, 162, 180, 198, 216, 234, 252, 270);
-    __m512i v[4][4];
-    for (int u = 0; u < 4; u++) {
-        if (u >= units) { /* past the row's last block: nothing to add */
-            for (int t = 0; t < T; t++) v[t][u] = _mm512_setzero_si512();
-            continue;
-        }
-        const uint8_t *p = wb + u * 4 * 18 + 2;
-        __m512i raw = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *) p));
-        raw = _mm512_inserti32x4(raw, _mm_loadu_si128((const __m128i *) (p + 18)), 1);
-        raw = _mm512_inserti32x4(raw, _mm_loadu_si128((const __m128i *) (p + 36)), 2);
-        raw = _mm512_inserti32x4(raw, _mm_loadu_si128((const __m128i *) (p + 54)), 3);
-        __m512i lo = _mm512_and_si512(raw, low), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
-        for (int t = 0; t < T; t++) {
-            __m512i xl = _mm512_loadu_si512((const void *) (xq[t] + u * 128));
-            __m512i xh = _mm512_loadu_si512((const void *) (xq[t] + u * 128 + 64));
-            v[t][u] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xl), hi, xh);
-        }
-    }
-    __m512 dw = units == 4 ? scales16(wb, offsets)
-                           : scales16m(wb, offsets, (__mmask16) ((1u << (4 * units)) - 1));
-    for (int t = 0; t < T; t++) {
-        /* lane 4c + u holds block 4u + c; back to block order, minus 8·Σq (the nibbles' offset) */
-        __m512i sum = _mm512_permutexvar_epi32(perm, hadd4(v[t][0], v[t][1], v[t][2], v[t][3]));
-        sum = _mm512_sub_epi32(sum, _mm512_slli_epi32(_mm512_loadu_si512((const void *) xs[t]), 3));
-        __m512 dd = _mm512_mul_ps(dw, _mm512_loadu_ps(xd[t]));
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), dd, acc[t]);
-    }
-}
+/* How far ahead of a Q8_0 chunk to prefetch (rows are contiguous within a call's range). */
+#define Q8_PREFETCH_BYTES (4 * 16 * 34)
 
-/* The same for Q8_0: 34-byte blocks (f16 scale, 32 int8), Σ w·q via |w| and q with w's sign. */
+/*
+ * One Q8_0 weight row's 16 blocks (a "chunk"), or its first 4·units (the row's end), against T activation rows:
+ * 34-byte blocks (f16 scale, 32 int8), Σ w·q exactly via VPDPBUSD on |w| and q with w's sign. Each 128-bit chunk of
+ * a product vector holds partial sums of one block; they are added across (hadd4, two shuffles) and back into
+ * block order, then the contract's f32 step per block.
+ */
 KERNEL INLINE void q8_chunk(const uint8_t *wb, int units, int T, const int8_t *const *xq, const float *const *xd,
                             __m512 *acc) {
     const __m512i perm = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
     const __m512i offsets = _mm512_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238, 272, 306, 340, 374, 408, 442,
                                               476, 510);
     __m512i half[4][2];
+    for (int i = 0; i < 16 * 34; i += 64) _mm_prefetch((const char *) (wb + Q8_PREFETCH_BYTES + i), _MM_HINT_T0);
     for (int h = 0; h < 2; h++) {
         __m512i v[4][4];
         for (int u = 0; u < 4; u++) {
@@ -191,77 +158,203 @@ KERNEL INLINE void q8_chunk(const uint8_t *wb, int units, int T, const int8_t *c
 }
 
 /*
- * One weight row against T (1-4) activation rows: chunks of 16 blocks, the row's last chunk as far as it goes in
- * whole units of 4 blocks (a last unit of 1-3 blocks from a zero-padded copy); then fma(0, 0, acc) for each chunk
- * of padding up to nbPad blocks (a whole number of 32-block groups).
+ * One Q8_0 weight row against T (1-4) activation rows: chunks of 16 blocks, the row's last chunk as far as it goes
+ * in whole units of 4 blocks (a last unit of 1-3 blocks from a zero-padded copy); then fma(0, 0, acc) for each
+ * chunk of padding up to nbPad blocks (a whole number of 32-block groups).
  */
-KERNEL INLINE void row_dot(int q4, const uint8_t *wr, int32_t nb, int32_t nbPad, int T, const int8_t *const *xq,
-                           const float *const *xd, const int32_t *const *xs, float *out) {
-    int bsz = q4 ? 18 : 34, qpb = 32; /* quantized activation bytes per block */
+KERNEL INLINE void q8_row(const uint8_t *wr, int32_t nb, int32_t nbPad, int T, const int8_t *const *xq,
+                          const float *const *xd, float *out) {
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     const int8_t *q[4];
     const float *d[4];
-    const int32_t *s[4];
     for (int32_t ch = 0; ch * 16 < nbPad; ch++) {
         int32_t valid = nb - ch * 16;
         if (valid <= 0) {
             for (int t = 0; t < T; t++) acc[t] = _mm512_add_ps(acc[t], _mm512_setzero_ps());
             continue;
         }
-        const uint8_t *wb = wr + (int64_t) ch * 16 * bsz;
+        const uint8_t *wb = wr + (int64_t) ch * 16 * 34;
         int units = valid >= 16 ? 4 : (valid + 3) / 4;
         uint8_t tail[16 * 34];
         if (valid < 16 && valid % 4 != 0) { /* rows of 32·(4j+1…3) elements: rare */
             memset(tail, 0, sizeof tail);
-            memcpy(tail, wb, (size_t) valid * bsz);
+            memcpy(tail, wb, (size_t) valid * 34);
             wb = tail;
         }
         for (int t = 0; t < T; t++) {
-            q[t] = xq[t] + (int64_t) ch * 16 * qpb;
+            q[t] = xq[t] + (int64_t) ch * 16 * 32;
             d[t] = xd[t] + ch * 16;
-            if (q4) s[t] = xs[t] + ch * 16;
         }
-        if (q4) q4_chunk(wb, units, T, q, d, s, acc);
-        else q8_chunk(wb, units, T, q, d, acc);
+        q8_chunk(wb, units, T, q, d, acc);
     }
     for (int t = 0; t < T; t++) out[t] = lane_sum(acc[t]);
 }
 
 /*
  * c[i·ldc + j] (+)= row i of the activations · weight row j, for j in [j0, j1) and i in [0, m): the decode matmul
- * on stored Q4_0 (q4 = 1) or Q8_0 (q4 = 0) weights w (row-major GGUF blocks, k/32 per row). xq, xd, xs: m rows of
- * crucible_quantize's output for nbPad blocks each (xs unused for Q8_0). Activation rows go four at a time against
- * each weight row, so each weight block is loaded once per four rows.
+ * on stored Q8_0 weights w (row-major GGUF blocks, k/32 per row), read where they lie. xq, xd: m rows of
+ * crucible_quantize's output for nbPad blocks each. Activation rows go four at a time against each weight row, so
+ * each weight block is loaded once per four rows.
  */
-KERNEL void crucible_quant_matmul(int32_t q4, const uint8_t *w, int32_t k, int32_t j0, int32_t j1, int32_t m,
-                                  const int8_t *xq, const float *xd, const int32_t *xs, int32_t nbPad, float *c,
-                                  int64_t ldc, int32_t accumulate) {
+KERNEL void crucible_q8_0_matmul(const uint8_t *w, int32_t k, int32_t j0, int32_t j1, int32_t m, const int8_t *xq,
+                                 const float *xd, int32_t nbPad, float *c, int64_t ldc, int32_t accumulate) {
     int32_t nb = k / 32;
-    int64_t rowBytes = (int64_t) nb * (q4 ? 18 : 34);
+    int64_t rowBytes = (int64_t) nb * 34;
     for (int32_t j = j0; j < j1; j++) {
         const uint8_t *wr = w + j * rowBytes;
         for (int32_t i = 0; i < m; i += 4) {
             int T = m - i < 4 ? m - i : 4;
             const int8_t *q[4];
             const float *d[4];
-            const int32_t *s[4];
             float out[4];
             for (int t = 0; t < T; t++) {
                 q[t] = xq + (int64_t) (i + t) * nbPad * 32;
                 d[t] = xd + (int64_t) (i + t) * nbPad;
-                s[t] = q4 ? xs + (int64_t) (i + t) * nbPad : 0;
             }
-            switch ((q4 ? 8 : 0) + T) { /* constant T and format per call, so each is compiled with its own loops */
-                case 1: row_dot(0, wr, nb, nbPad, 1, q, d, s, out); break;
-                case 2: row_dot(0, wr, nb, nbPad, 2, q, d, s, out); break;
-                case 3: row_dot(0, wr, nb, nbPad, 3, q, d, s, out); break;
-                case 4: row_dot(0, wr, nb, nbPad, 4, q, d, s, out); break;
-                case 9: row_dot(1, wr, nb, nbPad, 1, q, d, s, out); break;
-                case 10: row_dot(1, wr, nb, nbPad, 2, q, d, s, out); break;
-                case 11: row_dot(1, wr, nb, nbPad, 3, q, d, s, out); break;
-                default: row_dot(1, wr, nb, nbPad, 4, q, d, s, out); break;
+            switch (T) { /* a constant T per call, so each is compiled with its own loops */
+                case 1: q8_row(wr, nb, nbPad, 1, q, d, out); break;
+                case 2: q8_row(wr, nb, nbPad, 2, q, d, out); break;
+                case 3: q8_row(wr, nb, nbPad, 3, q, d, out); break;
+                default: q8_row(wr, nb, nbPad, 4, q, d, out); break;
             }
             for (int t = 0; t < T; t++) store(c + (int64_t) (i + t) * ldc + j, out[t], accumulate);
+        }
+    }
+}
+
+/*
+ * Q4_0 rearranged for one-row-per-lane dot products ("packed"): rows in groups of 16, and for each group and block
+ * b 288 bytes: four 64-byte vectors whose 32-bit lane l holds bytes 4q … 4q+3 of row l's 16 nibble bytes (q = 0…3),
+ * then row l's f16 block scale at 256 + 2l: as many bytes as the GGUF blocks. Rows past n are zero. With this layout a VPDPBUSD against four
+ * broadcast activation bytes adds four products to each of 16 rows, so a block's sum for 16 rows needs no
+ * horizontal additions, and each row's 16 contract lanes (block b → lane b % 16) are 16 vectors, summed in order
+ * at the end: the same bits as the unpacked kernels and Q4Int, in about half their instructions.
+ */
+#define PACK_ROWS 16
+#define PACK_BLOCK 288
+/* Blocks ahead to prefetch: one core's streams reached ~9-12 GB/s without it, ~15-16 with it (seventh session). */
+#define PREFETCH_BLOCKS 16
+
+/* Packs row groups [g0, g1) of the n×k Q4_0 matrix w into out (group g at out + g·(k/32)·PACK_BLOCK). */
+KERNEL void crucible_q4_0_pack(const uint8_t *w, int32_t n, int32_t k, int32_t g0, int32_t g1, uint8_t *out) {
+    int32_t nb = k / 32;
+    for (int32_t g = g0; g < g1; g++) {
+        uint8_t *o = out + (int64_t) g * nb * PACK_BLOCK;
+        memset(o, 0, (size_t) nb * PACK_BLOCK);
+        for (int l = 0; l < PACK_ROWS; l++) {
+            int64_t row = (int64_t) g * PACK_ROWS + l;
+            if (row >= n) break;
+            const uint8_t *r = w + row * nb * 18;
+            for (int32_t b = 0; b < nb; b++) {
+                const uint8_t *blk = r + b * 18;
+                uint8_t *ob = o + (int64_t) b * PACK_BLOCK;
+                for (int q = 0; q < 4; q++) memcpy(ob + q * 64 + l * 4, blk + 2 + 4 * q, 4);
+                memcpy(ob + 256 + l * 2, blk, 2);
+            }
+        }
+    }
+}
+
+INLINE int32_t load32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* One block of 16 packed rows against one activation row: the exact integer sums Σ (w − 8)·q, one per lane. */
+KERNEL INLINE __m512i packed_block_sum(const __m512i lo[4], const __m512i hi[4], const int8_t *xb, int32_t xsum) {
+    __m512i a = _mm512_setzero_si512(), b = _mm512_setzero_si512();
+    for (int q = 0; q < 4; q += 2) {
+        a = _mm512_dpbusd_epi32(a, lo[q], _mm512_set1_epi32(load32(xb + 4 * q)));
+        b = _mm512_dpbusd_epi32(b, lo[q + 1], _mm512_set1_epi32(load32(xb + 4 * q + 4)));
+        a = _mm512_dpbusd_epi32(a, hi[q], _mm512_set1_epi32(load32(xb + 16 + 4 * q)));
+        b = _mm512_dpbusd_epi32(b, hi[q + 1], _mm512_set1_epi32(load32(xb + 16 + 4 * q + 4)));
+    }
+    return _mm512_sub_epi32(_mm512_add_epi32(a, b), _mm512_set1_epi32(8 * xsum));
+}
+
+KERNEL INLINE void packed_load(const uint8_t *pb, __m512i lo[4], __m512i hi[4]) {
+    const __m512i low = _mm512_set1_epi8(0x0f);
+    for (int i = 0; i < PACK_BLOCK; i += 64) _mm_prefetch((const char *) (pb + PREFETCH_BLOCKS * PACK_BLOCK + i), _MM_HINT_T0);
+    for (int q = 0; q < 4; q++) {
+        __m512i raw = _mm512_loadu_si512((const void *) (pb + q * 64));
+        lo[q] = _mm512_and_si512(raw, low);
+        hi[q] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
+    }
+}
+
+/* The 16 rows' scales of a packed block, as f32. */
+KERNEL INLINE __m512 packed_scales(const uint8_t *pb) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (pb + 256)));
+}
+
+/*
+ * c[i·ldc + j] (+)= activation row i · weight row j for the rows j of packed groups [g0, g1) (j < n) and all m
+ * activation rows (natural-layout crucible_quantize output, nbPad blocks each). One activation row: the 16 contract
+ * lanes of 16 weight rows live in 16 registers. Several: each block's weights are decoded once and taken against
+ * every activation row, whose 16×16 lane sums live in acc (m·256 floats of scratch).
+ */
+KERNEL void crucible_q4_0_packed_matmul(const uint8_t *p, int32_t n, int32_t k, int32_t g0, int32_t g1, int32_t m,
+                                        const int8_t *xq, const float *xd, const int32_t *xs, int32_t nbPad,
+                                        float *acc, float *c, int64_t ldc, int32_t accumulate) {
+    int32_t nb = k / 32;
+    for (int32_t g = g0; g < g1; g++) {
+        const uint8_t *pg = p + (int64_t) g * nb * PACK_BLOCK;
+        if (m == 1) {
+            __m512 a[16];
+            for (int l = 0; l < 16; l++) a[l] = _mm512_setzero_ps();
+            int32_t b = 0;
+            for (; b + 16 <= nb; b += 16) {
+                for (int u = 0; u < 16; u++) { /* unrolled: lane u of the contract is register a[u] */
+                    const uint8_t *pb = pg + (int64_t) (b + u) * PACK_BLOCK;
+                    __m512i lo[4], hi[4];
+                    packed_load(pb, lo, hi);
+                    __m512i s = packed_block_sum(lo, hi, xq + (int64_t) (b + u) * 32, xs[b + u]);
+                    __m512 dd = _mm512_mul_ps(packed_scales(pb), _mm512_set1_ps(xd[b + u]));
+                    a[u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), dd, a[u]);
+                }
+            }
+            for (int u = 0; b + u < nb; u++) {
+                const uint8_t *pb = pg + (int64_t) (b + u) * PACK_BLOCK;
+                __m512i lo[4], hi[4];
+                packed_load(pb, lo, hi);
+                __m512i s = packed_block_sum(lo, hi, xq + (int64_t) (b + u) * 32, xs[b + u]);
+                __m512 dd = _mm512_mul_ps(packed_scales(pb), _mm512_set1_ps(xd[b + u]));
+                a[u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), dd, a[u]);
+            }
+            for (int32_t pad = nb; pad < nbPad; pad++) a[pad % 16] = _mm512_add_ps(a[pad % 16], _mm512_setzero_ps());
+            __m512 s = a[0];
+            for (int l = 1; l < 16; l++) s = _mm512_add_ps(s, a[l]);
+            float out[16];
+            _mm512_storeu_ps(out, s);
+            for (int l = 0; l < 16 && g * 16 + l < n; l++) store(c + g * 16 + l, out[l], accumulate);
+            continue;
+        }
+        memset(acc, 0, (size_t) m * 256 * sizeof(float));
+        for (int32_t b = 0; b < nb; b++) {
+            const uint8_t *pb = pg + (int64_t) b * PACK_BLOCK;
+            __m512i lo[4], hi[4];
+            packed_load(pb, lo, hi);
+            __m512 dw = packed_scales(pb);
+            for (int32_t i = 0; i < m; i++) {
+                const int8_t *x = xq + (int64_t) i * nbPad * 32 + (int64_t) b * 32;
+                __m512i s = packed_block_sum(lo, hi, x, xs[(int64_t) i * nbPad + b]);
+                __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(xd[(int64_t) i * nbPad + b]));
+                float *ai = acc + (int64_t) i * 256 + (b % 16) * 16;
+                _mm512_storeu_ps(ai, _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), dd, _mm512_loadu_ps(ai)));
+            }
+        }
+        for (int32_t i = 0; i < m; i++) {
+            float *ai = acc + (int64_t) i * 256;
+            for (int32_t pad = nb; pad < nbPad; pad++) {
+                __m512 v = _mm512_loadu_ps(ai + (pad % 16) * 16);
+                _mm512_storeu_ps(ai + (pad % 16) * 16, _mm512_add_ps(v, _mm512_setzero_ps()));
+            }
+            __m512 s = _mm512_loadu_ps(ai);
+            for (int l = 1; l < 16; l++) s = _mm512_add_ps(s, _mm512_loadu_ps(ai + l * 16));
+            float out[16];
+            _mm512_storeu_ps(out, s);
+            for (int l = 0; l < 16 && g * 16 + l < n; l++) store(c + (int64_t) i * ldc + g * 16 + l, out[l], accumulate);
         }
     }
 }

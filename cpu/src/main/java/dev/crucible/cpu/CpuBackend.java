@@ -106,8 +106,8 @@ public final class CpuBackend extends HostBackend {
 
     /**
      * With {@code nat} non-null, Q4_0 and Q8_0 decode matmuls (fewer than {@link MatMul#SKINNY_M} rows) run in its
-     * native kernels: for Q4_0 the same bits as {@link Q4Int} (without its rearranged copy of each matrix), for Q8_0
-     * on 8-bit activations unless {@code CRUCIBLE_Q8=f32}. Null: Java kernels only.
+     * native kernels: for Q4_0 the same bits as {@link Q4Int} (each matrix rearranged once, as Q4Int does, into the
+     * kernels' own layout), for Q8_0 on 8-bit activations unless {@code CRUCIBLE_Q8=f32}. Null: Java kernels only.
      */
     public CpuBackend(int threads, OpenBlas blas, CpuNative nat) {
         this.q4Int = Q4Int.enabled() || (nat != null && Q4Int.enabledSetting());
@@ -227,10 +227,15 @@ public final class CpuBackend extends HostBackend {
      * collected.
      */
     private final Map<Buffer, Q4Int.Packed> q4Packed = Collections.synchronizedMap(new WeakHashMap<>());
+    /** The same for the native kernels' layout ({@link CpuNative#packQ4}), when they are in use. */
+    private final Map<Buffer, CpuNative.Packed> nativePacked = Collections.synchronizedMap(new WeakHashMap<>());
 
     @Override
     public void copyIn(Buffer dst, MemorySegment src) {
-        if (dst.type() == DType.Q4_0) q4Packed.clear(); // it may be (or be a slice of) a packed matrix
+        if (dst.type() == DType.Q4_0) { // it may be (or be a slice of) a packed matrix
+            q4Packed.clear();
+            nativePacked.clear();
+        }
         super.copyIn(dst, src);
     }
 
@@ -238,8 +243,17 @@ public final class CpuBackend extends HostBackend {
         MemorySegment a = seg(o.a()), b = seg(o.b()), c = seg(o.c());
         DType bType = o.b().type();
         boolean decode = o.m() < MatMul.SKINNY_M && o.transB() && !o.transA() && o.k() % 32 == 0;
-        if (decode && nat != null && (bType == DType.Q4_0 && q4Int || bType == DType.Q8_0 && q8Int)) {
-            nat.matmul(pool, bType == DType.Q4_0, a, b, c, o.m(), o.n(), o.k(), o.accumulate());
+        if (decode && nat != null && bType == DType.Q8_0 && q8Int) {
+            nat.matmulQ8(pool, a, b, c, o.m(), o.n(), o.k(), o.accumulate());
+            return;
+        }
+        if (decode && nat != null && bType == DType.Q4_0 && q4Int) {
+            CpuNative.Packed p = nativePacked.get(o.b());
+            if (p == null || p.n() != o.n() || p.k() != o.k()) {
+                p = nat.packQ4(pool, b, o.n(), o.k());
+                nativePacked.put(o.b(), p);
+            }
+            nat.matmulQ4(pool, a, p, c, o.m(), o.n(), o.k(), o.accumulate());
             return;
         }
         if (bType == DType.Q4_0 && q4Int && o.m() < MatMul.SKINNY_M && o.transB() && !o.transA()) {
@@ -287,6 +301,7 @@ public final class CpuBackend extends HostBackend {
     @Override
     public void close() {
         q4Packed.clear();
+        nativePacked.clear();
         pool.close();
     }
 }

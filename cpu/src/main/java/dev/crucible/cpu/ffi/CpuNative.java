@@ -31,10 +31,11 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  * says which, and why.
  *
  * <p>What the kernels compute is pinned down in crucible_cpu.c's header: for Q4_0 it is exactly {@code Q4Int}'s
- * integer path (the same bits, checked by CpuNativeTest), without Q4Int's rearranged copy of each matrix (the
- * kernels read the GGUF blocks where they lie). For Q8_0 it is the same scheme on 8-bit weights, which changes a Q8_0
- * model's decode results from the f32 path's ({@code CRUCIBLE_Q8=f32} keeps that path). Every row's bits are the
- * same whatever other rows or sequences share a call, and for any thread count.
+ * integer path (the same bits, checked by CpuNativeTest), on a copy of each matrix rearranged so that each vector
+ * lane is one weight row (as many bytes as the GGUF blocks). For Q8_0 it is the same scheme on 8-bit weights,
+ * read from the GGUF blocks where they lie; it changes a Q8_0 model's decode results from the f32 path's
+ * ({@code CRUCIBLE_Q8=f32} keeps that path). Every row's bits are the same whatever other rows or sequences share a
+ * call, and for any thread count.
  *
  * <p>Downcalls are "critical": they may take heap segments (the quantized activations live in Java arrays) and
  * hold off the GC for their duration, a chunk of rows (well under a millisecond to a few).
@@ -48,20 +49,25 @@ public final class CpuNative {
     static final String RESOURCE = "/dev/crucible/cpu/ffi/linux-x86_64/libcrucible_cpu.so";
 
     /** The interface version this class speaks (crucible_cpu_abi()). */
-    static final int ABI = 1;
+    static final int ABI = 2;
 
     private final String source;
-    private final MethodHandle quantize, quantMatmul;
+    private final MethodHandle quantize, q8Matmul, q4Pack, q4Matmul;
 
     private CpuNative(String source, SymbolLookup lib) {
         Linker linker = Linker.nativeLinker();
         this.source = source;
         Linker.Option critical = Linker.Option.critical(true);
         this.quantize = linker.downcallHandle(lib.findOrThrow("crucible_quantize"), FunctionDescriptor.ofVoid(
-                ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS), critical);
-        this.quantMatmul = linker.downcallHandle(lib.findOrThrow("crucible_quant_matmul"), FunctionDescriptor.ofVoid(
-                JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS, JAVA_INT, ADDRESS,
-                JAVA_LONG, JAVA_INT), critical);
+                ADDRESS, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS), critical);
+        this.q8Matmul = linker.downcallHandle(lib.findOrThrow("crucible_q8_0_matmul"), FunctionDescriptor.ofVoid(
+                ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT),
+                critical);
+        this.q4Pack = linker.downcallHandle(lib.findOrThrow("crucible_q4_0_pack"), FunctionDescriptor.ofVoid(
+                ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS), critical);
+        this.q4Matmul = linker.downcallHandle(lib.findOrThrow("crucible_q4_0_packed_matmul"), FunctionDescriptor.ofVoid(
+                ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS, JAVA_INT, ADDRESS,
+                ADDRESS, JAVA_LONG, JAVA_INT), critical);
     }
 
     /** Why the library is or is not in use, in one line (for startup banners and bench output). */
@@ -180,43 +186,103 @@ public final class CpuNative {
     }
 
     /**
-     * x[0..k) quantized to 8-bit integers per 32-element block into nbPad blocks: q (nbPad·32 bytes; Q4_0 layout
-     * when {@code q4Layout}), d (nbPad floats), s (nbPad ints: Σq per block). See crucible_cpu.c.
+     * x[0..k) quantized to 8-bit integers per 32-element block into nbPad blocks: q (nbPad·32 bytes, block b at
+     * 32b), d (nbPad floats), s (nbPad ints: Σq per block). See crucible_cpu.c.
      */
-    public void quantize(MemorySegment x, int k, int nbPad, boolean q4Layout, MemorySegment q, MemorySegment d,
-                         MemorySegment s) {
+    public void quantize(MemorySegment x, int k, int nbPad, MemorySegment q, MemorySegment d, MemorySegment s) {
         if (k % 32 != 0 || nbPad < k / 32) throw new IllegalArgumentException("k " + k + ", blocks " + nbPad);
         try {
-            quantize.invokeExact(x, k, nbPad, q4Layout ? 1 : 0, q, d, s);
+            quantize.invokeExact(x, k, nbPad, q, d, s);
         } catch (Throwable t) {
             throw rethrow(t);
         }
     }
 
+    /** Rows per packed Q4_0 group, and bytes per group and block (crucible_cpu.c: PACK_ROWS, PACK_BLOCK). */
+    static final int PACK_ROWS = 16, PACK_BLOCK = 288;
+
     /**
-     * c (m,n) (+)= a (m,k) · wᵀ for w n×k stored Q4_0 ({@code q4}) or Q8_0: the decode matmul (m small). Every
-     * activation row is quantized once, then the columns go out in fixed chunks over {@code par}.
+     * A Q4_0 matrix (n rows of k) rearranged for the packed kernel: 16 rows per group, 0.5625 bytes per weight. Its
+     * memory is freed by the GC with the object.
      */
-    public void matmul(Parallel par, boolean q4, MemorySegment a, MemorySegment w, MemorySegment c, int m, int n, int k,
-                       boolean accumulate) {
-        if (k % 32 != 0) throw new IllegalArgumentException((q4 ? "Q4_0" : "Q8_0") + " rows hold whole blocks of 32, not " + k);
+    public record Packed(MemorySegment seg, int n, int k) {
+        int groups() { return (n + PACK_ROWS - 1) / PACK_ROWS; }
+    }
+
+    /** Rearranges the n Q4_0 rows of k elements at {@code w} (GGUF blocks), row groups in parallel. */
+    public Packed packQ4(Parallel par, MemorySegment w, int n, int k) {
+        if (k % 32 != 0) throw new IllegalArgumentException("Q4_0 rows hold whole blocks of 32, not " + k);
+        checkWeights(w, n, k, 18);
+        int groups = (n + PACK_ROWS - 1) / PACK_ROWS, perTask = 16;
+        MemorySegment out = Arena.ofAuto().allocate((long) groups * (k / 32) * PACK_BLOCK, 64);
+        par.forEach(Parallel.chunks(groups, perTask), t -> {
+            int g0 = t * perTask, g1 = Math.min(groups, g0 + perTask);
+            try {
+                q4Pack.invokeExact(w, n, k, g0, g1, out);
+            } catch (Throwable e) {
+                throw rethrow(e);
+            }
+        });
+        return new Packed(out, n, k);
+    }
+
+    /** The activations of a decode matmul, quantized: m rows of nbPad blocks (values, scales, sums). */
+    private record Quantized(MemorySegment q, MemorySegment d, MemorySegment s, int nbPad) {}
+
+    private Quantized quantizeRows(MemorySegment a, int m, int k) {
         int nbPad = paddedBlocks(k);
-        long need = (long) n * (k / 32) * (q4 ? 18 : 34);
-        if (w.byteSize() < need) throw new IllegalArgumentException("weights hold " + w.byteSize() + " bytes, need " + need);
-        if (c.byteSize() < (long) m * n * 4) throw new IllegalArgumentException("c holds " + c.byteSize() + " bytes, need " + (long) m * n * 4);
-        byte[] xq = new byte[m * nbPad * 32];
-        float[] xd = new float[m * nbPad];
-        int[] xs = new int[m * nbPad];
-        MemorySegment q = MemorySegment.ofArray(xq), d = MemorySegment.ofArray(xd), s = MemorySegment.ofArray(xs);
+        if (a.byteSize() < (long) m * k * 4) throw new IllegalArgumentException("a holds " + a.byteSize() + " bytes, need " + (long) m * k * 4);
+        MemorySegment q = MemorySegment.ofArray(new byte[m * nbPad * 32]);
+        MemorySegment d = MemorySegment.ofArray(new float[m * nbPad]), s = MemorySegment.ofArray(new int[m * nbPad]);
         for (int i = 0; i < m; i++) {
-            quantize(a.asSlice((long) i * k * 4, (long) k * 4), k, nbPad, q4,
-                    q.asSlice((long) i * nbPad * 32), d.asSlice((long) i * nbPad * 4), s.asSlice((long) i * nbPad * 4));
+            quantize(a.asSlice((long) i * k * 4, (long) k * 4), k, nbPad, q.asSlice((long) i * nbPad * 32),
+                    d.asSlice((long) i * nbPad * 4), s.asSlice((long) i * nbPad * 4));
         }
+        return new Quantized(q, d, s, nbPad);
+    }
+
+    private static void checkWeights(MemorySegment w, int n, int k, int blockBytes) {
+        long need = (long) n * (k / 32) * blockBytes;
+        if (w.byteSize() < need) throw new IllegalArgumentException("weights hold " + w.byteSize() + " bytes, need " + need);
+    }
+
+    private static void checkOutput(MemorySegment c, int m, int n) {
+        if (c.byteSize() < (long) m * n * 4) throw new IllegalArgumentException("c holds " + c.byteSize() + " bytes, need " + (long) m * n * 4);
+    }
+
+    /**
+     * c (m,n) (+)= a (m,k) · wᵀ for w n×k stored Q8_0 (GGUF blocks, read where they lie): the decode matmul (m
+     * small). Every activation row is quantized once, then the columns go out in fixed chunks over {@code par}.
+     */
+    public void matmulQ8(Parallel par, MemorySegment a, MemorySegment w, MemorySegment c, int m, int n, int k,
+                         boolean accumulate) {
+        if (k % 32 != 0) throw new IllegalArgumentException("Q8_0 rows hold whole blocks of 32, not " + k);
+        checkWeights(w, n, k, 34);
+        checkOutput(c, m, n);
+        Quantized x = quantizeRows(a, m, k);
         int cols = n >= 4096 ? 256 : 64;
         par.forEach(Parallel.chunks(n, cols), t -> {
             int j0 = t * cols, j1 = Math.min(n, j0 + cols);
             try {
-                quantMatmul.invokeExact(q4 ? 1 : 0, w, k, j0, j1, m, q, d, s, nbPad, c, (long) n, accumulate ? 1 : 0);
+                q8Matmul.invokeExact(w, k, j0, j1, m, x.q, x.d, x.nbPad, c, (long) n, accumulate ? 1 : 0);
+            } catch (Throwable e) {
+                throw rethrow(e);
+            }
+        });
+    }
+
+    /** {@link #matmulQ8} for Q4_0 weights rearranged by {@link #packQ4}: the same contract, so Q4Int's bits. */
+    public void matmulQ4(Parallel par, MemorySegment a, Packed w, MemorySegment c, int m, int n, int k,
+                         boolean accumulate) {
+        if (w.n() != n || w.k() != k) throw new IllegalArgumentException("packed " + w.n() + "x" + w.k() + " used as " + n + "x" + k);
+        checkOutput(c, m, n);
+        Quantized x = quantizeRows(a, m, k);
+        int groups = w.groups(), perTask = n >= 4096 ? 16 : 4; // 256 or 64 rows per task
+        par.forEach(Parallel.chunks(groups, perTask), t -> {
+            int g0 = t * perTask, g1 = Math.min(groups, g0 + perTask);
+            MemorySegment acc = m > 1 ? MemorySegment.ofArray(new float[m * 256]) : MemorySegment.NULL;
+            try {
+                q4Matmul.invokeExact(w.seg(), n, k, g0, g1, m, x.q, x.d, x.s, x.nbPad, acc, c, (long) n, accumulate ? 1 : 0);
             } catch (Throwable e) {
                 throw rethrow(e);
             }

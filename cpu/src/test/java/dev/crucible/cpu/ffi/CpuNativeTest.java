@@ -94,6 +94,13 @@ class CpuNativeTest {
         return s;
     }
 
+    /** The backend's route: Q8_0 from the GGUF blocks, Q4_0 through the packed copy. */
+    private static void matmul(CpuNative nat, Parallel par, boolean q4, MemorySegment a, MemorySegment w, MemorySegment c,
+                               int m, int n, int k, boolean accumulate) {
+        if (q4) nat.matmulQ4(par, a, nat.packQ4(par, w, n, k), c, m, n, k, accumulate);
+        else nat.matmulQ8(par, a, w, c, m, n, k, accumulate);
+    }
+
     @Test
     void quantizeFollowsItsDefinitionIncludingTiesAndZeroBlocks() {
         CpuNative nat = kernels();
@@ -105,7 +112,7 @@ class CpuNativeTest {
         byte[] q = new byte[nbPad * 32], wq = new byte[nbPad * 32];
         float[] d = new float[nbPad], wd = new float[nbPad];
         int[] s = new int[nbPad], ws = new int[nbPad];
-        nat.quantize(MemorySegment.ofArray(x), k, nbPad, false, MemorySegment.ofArray(q), MemorySegment.ofArray(d),
+        nat.quantize(MemorySegment.ofArray(x), k, nbPad, MemorySegment.ofArray(q), MemorySegment.ofArray(d),
                 MemorySegment.ofArray(s));
         quantizeModel(x, 0, k, nbPad, wq, wd, ws);
         for (int b = 0; b < nbPad; b++) {
@@ -118,16 +125,6 @@ class CpuNativeTest {
         assertEquals(-4, q[66]);
         assertEquals(0f, d[1]);
 
-        // The Q4_0 layout holds the same values: per 4 blocks, elements 0-15 of each, then 16-31 of each.
-        byte[] q4 = new byte[nbPad * 32];
-        nat.quantize(MemorySegment.ofArray(x), k, nbPad, true, MemorySegment.ofArray(q4), MemorySegment.ofArray(d),
-                MemorySegment.ofArray(s));
-        for (int b = 0; b < nbPad; b++) {
-            for (int e = 0; e < 32; e++) {
-                int at = (b / 4) * 128 + (e < 16 ? 0 : 64) + (b % 4) * 16 + e % 16;
-                assertEquals(q[32 * b + e], q4[at], "block " + b + " element " + e);
-            }
-        }
     }
 
     @ParameterizedTest
@@ -151,7 +148,7 @@ class CpuNativeTest {
         DType type = q4 ? DType.Q4_0 : DType.Q8_0;
         MemorySegment stored = MemorySegment.ofArray(Blocks.encode(type, w, 0, w.length));
         float[] c = new float[m * n];
-        nat.matmul(Parallel.SERIAL, q4, MemorySegment.ofArray(x), stored, MemorySegment.ofArray(c), m, n, k, false);
+        matmul(nat, Parallel.SERIAL, q4, MemorySegment.ofArray(x), stored, MemorySegment.ofArray(c), m, n, k, false);
         byte[] q = new byte[nbPad * 32];
         float[] d = new float[nbPad];
         for (int i = 0; i < m; i++) {
@@ -180,7 +177,7 @@ class CpuNativeTest {
             for (boolean acc : new boolean[] {false, true}) {
                 float[] java = base.clone(), ours = base.clone();
                 Q4Int.matmul(pool, MemorySegment.ofArray(x), p, MemorySegment.ofArray(java), m, n, k, acc);
-                nat.matmul(pool, true, MemorySegment.ofArray(x), stored, MemorySegment.ofArray(ours), m, n, k, acc);
+                matmul(nat, pool, true, MemorySegment.ofArray(x), stored, MemorySegment.ofArray(ours), m, n, k, acc);
                 for (int i = 0; i < m * n; i++) {
                     assertEquals(Float.floatToRawIntBits(java[i]), Float.floatToRawIntBits(ours[i]),
                             "m " + m + " accumulate " + acc + " element " + i + ": " + java[i] + " vs " + ours[i]);
@@ -200,11 +197,11 @@ class CpuNativeTest {
             MemorySegment stored = MemorySegment.ofArray(Blocks.encode(type, w, 0, w.length));
             float[] all = new float[m * n];
             try (WorkerPool two = new WorkerPool(2)) {
-                nat.matmul(two, q4, MemorySegment.ofArray(x), stored, MemorySegment.ofArray(all), m, n, k, false);
+                matmul(nat, two, q4, MemorySegment.ofArray(x), stored, MemorySegment.ofArray(all), m, n, k, false);
             }
             for (int i : new int[] {0, 5, 12}) {
                 float[] one = new float[n];
-                nat.matmul(Parallel.SERIAL, q4, MemorySegment.ofArray(x).asSlice((long) i * k * 4, (long) k * 4),
+                matmul(nat, Parallel.SERIAL, q4, MemorySegment.ofArray(x).asSlice((long) i * k * 4, (long) k * 4),
                         stored, MemorySegment.ofArray(one), 1, n, k, false);
                 for (int j = 0; j < n; j++) {
                     assertEquals(Float.floatToRawIntBits(all[i * n + j]), Float.floatToRawIntBits(one[j]),
