@@ -1,6 +1,6 @@
 /*
  * Crucible's native CPU kernels: quantized decode matmuls on 8-bit activations with AVX-512 VNNI.
- *   - Q8_0: read from the GGUF blocks where they lie (crucible_q8_0_matmul);
+ *   - Q8_0, one sequence: read from the GGUF blocks where they lie (crucible_q8_0_matmul);
  *   - Q4_0: from a copy rearranged once so that each 32-bit lane of a vector is one weight row
  *     (crucible_q4_0_pack, crucible_q4_0_packed_matmul): no horizontal sums, about 4x the rate of a kernel on the
  *     GGUF blocks (bench/NOTES.md, seventh session), at the price of that copy (as many bytes as the GGUF blocks).
@@ -32,7 +32,7 @@
 #define INLINE static inline __attribute__((always_inline))
 
 /* The version of this interface; CpuNative refuses a library with another one. */
-int32_t crucible_cpu_abi(void) { return 2; }
+int32_t crucible_cpu_abi(void) { return 4; }
 
 /* 1 when this CPU has every instruction the kernels use. */
 int32_t crucible_cpu_supported(void) {
@@ -223,33 +223,43 @@ KERNEL void crucible_q8_0_matmul(const uint8_t *w, int32_t k, int32_t j0, int32_
 }
 
 /*
- * Q4_0 rearranged for one-row-per-lane dot products ("packed"): rows in groups of 16, and for each group and block
- * b 288 bytes: four 64-byte vectors whose 32-bit lane l holds bytes 4q … 4q+3 of row l's 16 nibble bytes (q = 0…3),
- * then row l's f16 block scale at 256 + 2l: as many bytes as the GGUF blocks. Rows past n are zero. With this layout a VPDPBUSD against four
- * broadcast activation bytes adds four products to each of 16 rows, so a block's sum for 16 rows needs no
- * horizontal additions, and each row's 16 contract lanes (block b → lane b % 16) are 16 vectors, summed in order
- * at the end: the same bits as the unpacked kernels and Q4Int, in about half their instructions.
+ * Q4_0 and Q8_0 rearranged for one-row-per-lane dot products ("packed"): rows in groups of 16, and for each group
+ * and block b a record of
+ *   - Q4_0 (288 bytes): four 64-byte vectors whose 32-bit lane l holds bytes 4q … 4q+3 of row l's 16 nibble bytes
+ *     (q = 0…3), then row l's f16 block scale at 256 + 2l;
+ *   - Q8_0 (544 bytes): eight 64-byte vectors whose lane l holds quants 4q … 4q+3 of row l plus 128 (as unsigned
+ *     bytes, what VPDPBUSD multiplies), then the f16 scales at 512 + 2l;
+ * as many bytes as the GGUF blocks. Rows past n are zero. A VPDPBUSD against four broadcast activation bytes adds
+ * four products to each of 16 rows, so a block's sum for 16 rows needs no horizontal additions; the weights'
+ * offsets (8 for Q4_0, 128 for Q8_0) come off as offset · Σq. Each row's 16 contract lanes (block b → lane b % 16)
+ * are 16 vectors, summed in order at the end: the same bits as the other kernels and Q4Int.
  */
 #define PACK_ROWS 16
-#define PACK_BLOCK 288
+#define PACK_Q4 288
+#define PACK_Q8 544
 /* Blocks ahead to prefetch: one core's streams reached ~9-12 GB/s without it, ~15-16 with it (seventh session). */
-#define PREFETCH_BLOCKS 16
+#define PREFETCH_BYTES (16 * PACK_Q4)
 
-/* Packs row groups [g0, g1) of the n×k Q4_0 matrix w into out (group g at out + g·(k/32)·PACK_BLOCK). */
-KERNEL void crucible_q4_0_pack(const uint8_t *w, int32_t n, int32_t k, int32_t g0, int32_t g1, uint8_t *out) {
-    int32_t nb = k / 32;
+/* Packs row groups [g0, g1) of the n×k matrix w (GGUF Q4_0 if q4, else Q8_0) into out (group g at g·(k/32)·record). */
+KERNEL void crucible_pack(int32_t q4, const uint8_t *w, int32_t n, int32_t k, int32_t g0, int32_t g1, uint8_t *out) {
+    int32_t nb = k / 32, rec = q4 ? PACK_Q4 : PACK_Q8, bsz = q4 ? 18 : 34, vecs = q4 ? 4 : 8;
     for (int32_t g = g0; g < g1; g++) {
-        uint8_t *o = out + (int64_t) g * nb * PACK_BLOCK;
-        memset(o, 0, (size_t) nb * PACK_BLOCK);
+        uint8_t *o = out + (int64_t) g * nb * rec;
+        memset(o, 0, (size_t) nb * rec);
         for (int l = 0; l < PACK_ROWS; l++) {
             int64_t row = (int64_t) g * PACK_ROWS + l;
             if (row >= n) break;
-            const uint8_t *r = w + row * nb * 18;
+            const uint8_t *r = w + row * nb * bsz;
             for (int32_t b = 0; b < nb; b++) {
-                const uint8_t *blk = r + b * 18;
-                uint8_t *ob = o + (int64_t) b * PACK_BLOCK;
-                for (int q = 0; q < 4; q++) memcpy(ob + q * 64 + l * 4, blk + 2 + 4 * q, 4);
-                memcpy(ob + 256 + l * 2, blk, 2);
+                const uint8_t *blk = r + b * bsz;
+                uint8_t *ob = o + (int64_t) b * rec;
+                for (int q = 0; q < vecs; q++) {
+                    for (int e = 0; e < 4; e++) {
+                        uint8_t v = blk[2 + 4 * q + e];
+                        ob[q * 64 + l * 4 + e] = q4 ? v : (uint8_t) (v ^ 0x80); /* int8 + 128 */
+                    }
+                }
+                memcpy(ob + vecs * 64 + l * 2, blk, 2);
             }
         }
     }
@@ -261,84 +271,98 @@ INLINE int32_t load32(const void *p) {
     return v;
 }
 
-/* One block of 16 packed rows against one activation row: the exact integer sums Σ (w − 8)·q, one per lane. */
-KERNEL INLINE __m512i packed_block_sum(const __m512i lo[4], const __m512i hi[4], const int8_t *xb, int32_t xsum) {
+/*
+ * One packed block of 16 rows against one activation row's block xb (32 int8) with Σq = xsum: the exact integer
+ * sums (Q4_0: Σ (w − 8)·q; Q8_0: Σ w·q), one per lane. Two accumulators halve the dependency chain.
+ */
+KERNEL INLINE __m512i packed_block_sum(int q4, const __m512i *wv, const int8_t *xb, int32_t xsum) {
     __m512i a = _mm512_setzero_si512(), b = _mm512_setzero_si512();
-    for (int q = 0; q < 4; q += 2) {
-        a = _mm512_dpbusd_epi32(a, lo[q], _mm512_set1_epi32(load32(xb + 4 * q)));
-        b = _mm512_dpbusd_epi32(b, lo[q + 1], _mm512_set1_epi32(load32(xb + 4 * q + 4)));
-        a = _mm512_dpbusd_epi32(a, hi[q], _mm512_set1_epi32(load32(xb + 16 + 4 * q)));
-        b = _mm512_dpbusd_epi32(b, hi[q + 1], _mm512_set1_epi32(load32(xb + 16 + 4 * q + 4)));
+    if (q4) { /* wv: 4 low-nibble vectors (elements 4q…), then 4 high-nibble ones (elements 16 + 4q…) */
+        for (int q = 0; q < 4; q += 2) {
+            a = _mm512_dpbusd_epi32(a, wv[q], _mm512_set1_epi32(load32(xb + 4 * q)));
+            b = _mm512_dpbusd_epi32(b, wv[q + 1], _mm512_set1_epi32(load32(xb + 4 * q + 4)));
+            a = _mm512_dpbusd_epi32(a, wv[4 + q], _mm512_set1_epi32(load32(xb + 16 + 4 * q)));
+            b = _mm512_dpbusd_epi32(b, wv[4 + q + 1], _mm512_set1_epi32(load32(xb + 16 + 4 * q + 4)));
+        }
+        return _mm512_sub_epi32(_mm512_add_epi32(a, b), _mm512_set1_epi32(8 * xsum));
     }
-    return _mm512_sub_epi32(_mm512_add_epi32(a, b), _mm512_set1_epi32(8 * xsum));
+    for (int q = 0; q < 8; q += 2) {
+        a = _mm512_dpbusd_epi32(a, wv[q], _mm512_set1_epi32(load32(xb + 4 * q)));
+        b = _mm512_dpbusd_epi32(b, wv[q + 1], _mm512_set1_epi32(load32(xb + 4 * q + 4)));
+    }
+    return _mm512_sub_epi32(_mm512_add_epi32(a, b), _mm512_set1_epi32(128 * xsum));
 }
 
-KERNEL INLINE void packed_load(const uint8_t *pb, __m512i lo[4], __m512i hi[4]) {
-    const __m512i low = _mm512_set1_epi8(0x0f);
-    for (int i = 0; i < PACK_BLOCK; i += 64) _mm_prefetch((const char *) (pb + PREFETCH_BLOCKS * PACK_BLOCK + i), _MM_HINT_T0);
-    for (int q = 0; q < 4; q++) {
-        __m512i raw = _mm512_loadu_si512((const void *) (pb + q * 64));
-        lo[q] = _mm512_and_si512(raw, low);
-        hi[q] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
+/* A packed block's weight vectors (Q4_0: nibbles split), after prefetching further down the stream. */
+KERNEL INLINE void packed_load(int q4, const uint8_t *pb, __m512i *wv) {
+    int rec = q4 ? PACK_Q4 : PACK_Q8;
+    for (int i = 0; i < rec; i += 64) _mm_prefetch((const char *) (pb + PREFETCH_BYTES + i), _MM_HINT_T0);
+    if (q4) {
+        const __m512i low = _mm512_set1_epi8(0x0f);
+        for (int q = 0; q < 4; q++) {
+            __m512i raw = _mm512_loadu_si512((const void *) (pb + q * 64));
+            wv[q] = _mm512_and_si512(raw, low);
+            wv[4 + q] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
+        }
+    } else {
+        for (int q = 0; q < 8; q++) wv[q] = _mm512_loadu_si512((const void *) (pb + q * 64));
     }
 }
 
 /* The 16 rows' scales of a packed block, as f32. */
-KERNEL INLINE __m512 packed_scales(const uint8_t *pb) {
-    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (pb + 256)));
+KERNEL INLINE __m512 packed_scales(int q4, const uint8_t *pb) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (pb + (q4 ? 256 : 512))));
 }
 
 /*
  * c[i·ldc + j] (+)= activation row i · weight row j for the rows j of packed groups [g0, g1) (j < n) and all m
- * activation rows (natural-layout crucible_quantize output, nbPad blocks each). One activation row: the 16 contract
- * lanes of 16 weight rows live in 16 registers. Several: each block's weights are decoded once and taken against
- * every activation row, whose 16×16 lane sums live in acc (m·256 floats of scratch).
+ * activation rows (crucible_quantize output, nbPad blocks each). One activation row: the 16 contract lanes of 16
+ * weight rows live in 16 registers. Several: each block's weights are loaded once and taken against every
+ * activation row, whose 16×16 lane sums live in acc (m·256 floats of scratch).
  */
-KERNEL void crucible_q4_0_packed_matmul(const uint8_t *p, int32_t n, int32_t k, int32_t g0, int32_t g1, int32_t m,
-                                        const int8_t *xq, const float *xd, const int32_t *xs, int32_t nbPad,
-                                        float *acc, float *c, int64_t ldc, int32_t accumulate) {
-    int32_t nb = k / 32;
+KERNEL INLINE void packed_matmul(int q4, const uint8_t *p, int32_t n, int32_t k, int32_t g0, int32_t g1, int32_t m,
+                                 const int8_t *xq, const float *xd, const int32_t *xs, int32_t nbPad, float *acc,
+                                 float *c, int64_t ldc, int32_t accumulate) {
+    int32_t nb = k / 32, rec = q4 ? PACK_Q4 : PACK_Q8;
+    __m512i wv[8];
+    float out[16];
     for (int32_t g = g0; g < g1; g++) {
-        const uint8_t *pg = p + (int64_t) g * nb * PACK_BLOCK;
+        const uint8_t *pg = p + (int64_t) g * nb * rec;
         if (m == 1) {
             __m512 a[16];
             for (int l = 0; l < 16; l++) a[l] = _mm512_setzero_ps();
             int32_t b = 0;
             for (; b + 16 <= nb; b += 16) {
                 for (int u = 0; u < 16; u++) { /* unrolled: lane u of the contract is register a[u] */
-                    const uint8_t *pb = pg + (int64_t) (b + u) * PACK_BLOCK;
-                    __m512i lo[4], hi[4];
-                    packed_load(pb, lo, hi);
-                    __m512i s = packed_block_sum(lo, hi, xq + (int64_t) (b + u) * 32, xs[b + u]);
-                    __m512 dd = _mm512_mul_ps(packed_scales(pb), _mm512_set1_ps(xd[b + u]));
+                    const uint8_t *pb = pg + (int64_t) (b + u) * rec;
+                    packed_load(q4, pb, wv);
+                    __m512i s = packed_block_sum(q4, wv, xq + (int64_t) (b + u) * 32, xs[b + u]);
+                    __m512 dd = _mm512_mul_ps(packed_scales(q4, pb), _mm512_set1_ps(xd[b + u]));
                     a[u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), dd, a[u]);
                 }
             }
             for (int u = 0; b + u < nb; u++) {
-                const uint8_t *pb = pg + (int64_t) (b + u) * PACK_BLOCK;
-                __m512i lo[4], hi[4];
-                packed_load(pb, lo, hi);
-                __m512i s = packed_block_sum(lo, hi, xq + (int64_t) (b + u) * 32, xs[b + u]);
-                __m512 dd = _mm512_mul_ps(packed_scales(pb), _mm512_set1_ps(xd[b + u]));
+                const uint8_t *pb = pg + (int64_t) (b + u) * rec;
+                packed_load(q4, pb, wv);
+                __m512i s = packed_block_sum(q4, wv, xq + (int64_t) (b + u) * 32, xs[b + u]);
+                __m512 dd = _mm512_mul_ps(packed_scales(q4, pb), _mm512_set1_ps(xd[b + u]));
                 a[u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), dd, a[u]);
             }
             for (int32_t pad = nb; pad < nbPad; pad++) a[pad % 16] = _mm512_add_ps(a[pad % 16], _mm512_setzero_ps());
             __m512 s = a[0];
             for (int l = 1; l < 16; l++) s = _mm512_add_ps(s, a[l]);
-            float out[16];
             _mm512_storeu_ps(out, s);
             for (int l = 0; l < 16 && g * 16 + l < n; l++) store(c + g * 16 + l, out[l], accumulate);
             continue;
         }
         memset(acc, 0, (size_t) m * 256 * sizeof(float));
         for (int32_t b = 0; b < nb; b++) {
-            const uint8_t *pb = pg + (int64_t) b * PACK_BLOCK;
-            __m512i lo[4], hi[4];
-            packed_load(pb, lo, hi);
-            __m512 dw = packed_scales(pb);
+            const uint8_t *pb = pg + (int64_t) b * rec;
+            packed_load(q4, pb, wv);
+            __m512 dw = packed_scales(q4, pb);
             for (int32_t i = 0; i < m; i++) {
                 const int8_t *x = xq + (int64_t) i * nbPad * 32 + (int64_t) b * 32;
-                __m512i s = packed_block_sum(lo, hi, x, xs[(int64_t) i * nbPad + b]);
+                __m512i s = packed_block_sum(q4, wv, x, xs[(int64_t) i * nbPad + b]);
                 __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(xd[(int64_t) i * nbPad + b]));
                 float *ai = acc + (int64_t) i * 256 + (b % 16) * 16;
                 _mm512_storeu_ps(ai, _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), dd, _mm512_loadu_ps(ai)));
@@ -352,9 +376,139 @@ KERNEL void crucible_q4_0_packed_matmul(const uint8_t *p, int32_t n, int32_t k, 
             }
             __m512 s = _mm512_loadu_ps(ai);
             for (int l = 1; l < 16; l++) s = _mm512_add_ps(s, _mm512_loadu_ps(ai + l * 16));
-            float out[16];
             _mm512_storeu_ps(out, s);
             for (int l = 0; l < 16 && g * 16 + l < n; l++) store(c + (int64_t) i * ldc + g * 16 + l, out[l], accumulate);
         }
+    }
+}
+
+/* packed_matmul on Q4_0 (q4 = 1) or Q8_0 (q4 = 0) records, each compiled with its own loops. */
+KERNEL void crucible_packed_matmul(int32_t q4, const uint8_t *p, int32_t n, int32_t k, int32_t g0, int32_t g1,
+                                   int32_t m, const int8_t *xq, const float *xd, const int32_t *xs, int32_t nbPad,
+                                   float *acc, float *c, int64_t ldc, int32_t accumulate) {
+    if (q4) packed_matmul(1, p, n, k, g0, g1, m, xq, xd, xs, nbPad, acc, c, ldc, accumulate);
+    else packed_matmul(0, p, n, k, g0, g1, m, xq, xd, xs, nbPad, acc, c, ldc, accumulate);
+}
+
+/*
+ * Float weights (F32, F16, BF16) against f32 activations, in the Java kernels' order (WeightRows.dot, MatMul.dot):
+ * per (weight row, activation row) one 16-lane accumulator takes fma(w[p…p+15], x[p…p+15], acc) for each whole
+ * vector in order; then the lanes in VMath.sum's tree (v + v rotated by 8, 4, 2, 1 lanes; lane 0); then the
+ * elements past the last whole vector as sum = fma(x[p], w[p], sum). So these kernels give the Java kernels' bits,
+ * for any number of rows per call; they only run faster (several rows' chains at once, prefetch, the CPU's
+ * half-to-float instruction).
+ */
+enum { W_F32 = 0, W_F16 = 1, W_BF16 = 2 };
+
+KERNEL INLINE __m512 load_w(const uint8_t *w, int type, int64_t p) {
+    switch (type) {
+        case W_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (w + 2 * p)));
+        case W_BF16: return _mm512_castsi512_ps(_mm512_slli_epi32(
+                _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *) (w + 2 * p))), 16));
+        default: return _mm512_loadu_ps((const float *) (w + 4 * p));
+    }
+}
+
+KERNEL INLINE float scalar_w(const uint8_t *w, int type, int64_t p) {
+    uint16_t h;
+    uint32_t u;
+    float f;
+    switch (type) {
+        case W_F16: memcpy(&h, w + 2 * p, 2); return _cvtsh_ss(h);
+        case W_BF16: memcpy(&h, w + 2 * p, 2); u = (uint32_t) h << 16; memcpy(&f, &u, 4); return f;
+        default: memcpy(&f, w + 4 * p, 4); return f;
+    }
+}
+
+/* VMath.sum: v + (v rotated by 8 lanes), then by 4, 2, 1; lane 0. */
+KERNEL INLINE float tree_sum(__m512 v) {
+    __m512i i = _mm512_castps_si512(v);
+    i = _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(i), _mm512_castsi512_ps(_mm512_alignr_epi32(i, i, 8))));
+    i = _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(i), _mm512_castsi512_ps(_mm512_alignr_epi32(i, i, 4))));
+    i = _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(i), _mm512_castsi512_ps(_mm512_alignr_epi32(i, i, 2))));
+    i = _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(i), _mm512_castsi512_ps(_mm512_alignr_epi32(i, i, 1))));
+    return _mm512_cvtss_f32(_mm512_castsi512_ps(i));
+}
+
+/*
+ * R weight rows (at wr[0…R-1]) against T activation rows (x, k apart): R·T results, out[r·T + t]. Each row's bytes
+ * are prefetched FLOAT_PREFETCH bytes ahead, which runs on into the row that follows it in its stream.
+ */
+#ifndef FLOAT_PREFETCH
+#define FLOAT_PREFETCH 1536
+#endif
+#ifndef FLOAT_STREAMS
+#define FLOAT_STREAMS 2
+#endif
+KERNEL INLINE void float_tile(const uint8_t *const *wr, int type, int R, const float *x, int T, int32_t k,
+                              float *out) {
+    __m512 acc[16];
+    for (int i = 0; i < R * T; i++) acc[i] = _mm512_setzero_ps();
+    int esz = type == W_F32 ? 4 : 2;
+    int32_t p = 0;
+    for (; p + 16 <= k; p += 16) {
+        if (((p * esz) & 63) == 0) {
+            for (int r = 0; r < R; r++) _mm_prefetch((const char *) (wr[r] + (int64_t) esz * p + FLOAT_PREFETCH), _MM_HINT_T0);
+        }
+        for (int r = 0; r < R; r++) {
+            __m512 w = load_w(wr[r], type, p);
+            for (int t = 0; t < T; t++) acc[r * T + t] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + (int64_t) t * k + p), acc[r * T + t]);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        for (int t = 0; t < T; t++) {
+            float s = tree_sum(acc[r * T + t]);
+            for (int32_t q = p; q < k; q++) s = __builtin_fmaf(x[(int64_t) t * k + q], scalar_w(wr[r], type, q), s);
+            out[r * T + t] = s;
+        }
+    }
+}
+
+/*
+ * c[i·ldc + j] (+)= activation row i (a, k floats apart) · weight row j (type: 0 F32, 1 F16, 2 BF16; row-major) for
+ * j in [j0, j1) and i in [0, m). One activation row: two weight rows at a time, one from each half of the range
+ * (two chains, two sequential streams through memory); more: four adjacent weight rows against four activation
+ * rows at a time (16 accumulators; each weight and activation vector loaded once per 16 multiply-adds).
+ */
+KERNEL void crucible_float_matmul(const uint8_t *w, int32_t type, int32_t k, int32_t j0, int32_t j1, int32_t m,
+                                  const float *a, float *c, int64_t ldc, int32_t accumulate) {
+    int64_t rowBytes = (int64_t) k * (type == W_F32 ? 4 : 2);
+    float out[16];
+    const uint8_t *wr[4];
+    if (m == 1) {
+        /* FLOAT_STREAMS rows at a time, one from each part of the range: independent chains, sequential streams */
+        int32_t part = (j1 - j0) / FLOAT_STREAMS;
+        for (int32_t i = 0; i < part; i++) {
+            for (int r = 0; r < FLOAT_STREAMS; r++) wr[r] = w + (int64_t) (j0 + r * part + i) * rowBytes;
+            float_tile(wr, type, FLOAT_STREAMS, a, 1, k, out);
+            for (int r = 0; r < FLOAT_STREAMS; r++) store(c + j0 + r * part + i, out[r], accumulate);
+        }
+        for (int32_t j = j0 + FLOAT_STREAMS * part; j < j1; j++) {
+            wr[0] = w + (int64_t) j * rowBytes;
+            float_tile(wr, type, 1, a, 1, k, out);
+            store(c + j, out[0], accumulate);
+        }
+        return;
+    }
+    for (int32_t j = j0; j < j1;) {
+        int R = j1 - j >= 4 ? 4 : 1;
+        for (int r = 0; r < R; r++) wr[r] = w + (int64_t) (j + r) * rowBytes;
+        for (int32_t i = 0; i < m; i += 4) {
+            int T = m - i < 4 ? m - i : 4;
+            const float *x = a + (int64_t) i * k;
+            switch (R * 8 + T) { /* constant R and T per call, so each is compiled with its own loops */
+                case 1 * 8 + 1: float_tile(wr, type, 1, x, 1, k, out); break;
+                case 1 * 8 + 2: float_tile(wr, type, 1, x, 2, k, out); break;
+                case 1 * 8 + 3: float_tile(wr, type, 1, x, 3, k, out); break;
+                case 1 * 8 + 4: float_tile(wr, type, 1, x, 4, k, out); break;
+                case 4 * 8 + 1: float_tile(wr, type, 4, x, 1, k, out); break;
+                case 4 * 8 + 2: float_tile(wr, type, 4, x, 2, k, out); break;
+                case 4 * 8 + 3: float_tile(wr, type, 4, x, 3, k, out); break;
+                default: float_tile(wr, type, 4, x, 4, k, out); break;
+            }
+            for (int r = 0; r < R; r++)
+                for (int t = 0; t < T; t++) store(c + (int64_t) (i + t) * ldc + j + r, out[r * T + t], accumulate);
+        }
+        j += R;
     }
 }

@@ -227,12 +227,16 @@ public final class CpuBackend extends HostBackend {
      * collected.
      */
     private final Map<Buffer, Q4Int.Packed> q4Packed = Collections.synchronizedMap(new WeakHashMap<>());
-    /** The same for the native kernels' layout ({@link CpuNative#packQ4}), when they are in use. */
+    /**
+     * The same for the native kernels' layout ({@link CpuNative#pack}), when they are in use: Q4_0 matrices on their
+     * first decode matmul, Q8_0 matrices on their first step of several sequences (one sequence reads the GGUF
+     * blocks directly), so a server's Q8_0 model takes twice its size once it batches.
+     */
     private final Map<Buffer, CpuNative.Packed> nativePacked = Collections.synchronizedMap(new WeakHashMap<>());
 
     @Override
     public void copyIn(Buffer dst, MemorySegment src) {
-        if (dst.type() == DType.Q4_0) { // it may be (or be a slice of) a packed matrix
+        if (dst.type() == DType.Q4_0 || dst.type() == DType.Q8_0) { // it may be (or be a slice of) a packed matrix
             q4Packed.clear();
             nativePacked.clear();
         }
@@ -242,18 +246,23 @@ public final class CpuBackend extends HostBackend {
     private void matmul(Op.MatMul o) {
         MemorySegment a = seg(o.a()), b = seg(o.b()), c = seg(o.c());
         DType bType = o.b().type();
-        boolean decode = o.m() < MatMul.SKINNY_M && o.transB() && !o.transA() && o.k() % 32 == 0;
-        if (decode && nat != null && bType == DType.Q8_0 && q8Int) {
-            nat.matmulQ8(pool, a, b, c, o.m(), o.n(), o.k(), o.accumulate());
+        boolean skinny = o.m() < MatMul.SKINNY_M && o.transB() && !o.transA(), decode = skinny && o.k() % 32 == 0;
+        boolean floats = bType == DType.F16 || bType == DType.BF16 || bType == DType.F32 && (blas == null || o.m() < BLAS_MIN_ROWS);
+        if (skinny && nat != null && floats) {
+            nat.matmulFloat(pool, bType, a, b, c, o.m(), o.n(), o.k(), o.accumulate()); // the Java kernels' bits
             return;
         }
-        if (decode && nat != null && bType == DType.Q4_0 && q4Int) {
+        if (decode && nat != null && bType == DType.Q8_0 && q8Int && o.m() == 1) {
+            nat.matmulQ8(pool, a, b, c, o.m(), o.n(), o.k(), o.accumulate()); // from the GGUF blocks: no copy
+            return;
+        }
+        if (decode && nat != null && (bType == DType.Q4_0 && q4Int || bType == DType.Q8_0 && q8Int)) {
             CpuNative.Packed p = nativePacked.get(o.b());
             if (p == null || p.n() != o.n() || p.k() != o.k()) {
-                p = nat.packQ4(pool, b, o.n(), o.k());
+                p = nat.pack(pool, bType, b, o.n(), o.k());
                 nativePacked.put(o.b(), p);
             }
-            nat.matmulQ4(pool, a, p, c, o.m(), o.n(), o.k(), o.accumulate());
+            nat.matmulPacked(pool, a, p, c, o.m(), o.n(), o.k(), o.accumulate()); // the same bits as matmulQ8
             return;
         }
         if (bType == DType.Q4_0 && q4Int && o.m() < MatMul.SKINNY_M && o.transB() && !o.transA()) {

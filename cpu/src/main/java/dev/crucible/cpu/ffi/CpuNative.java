@@ -1,6 +1,7 @@
 package dev.crucible.cpu.ffi;
 
 import dev.crucible.cpu.kernels.Parallel;
+import dev.crucible.tensor.DType;
 
 import java.io.IOException;
 import java.io.InputStream;
@@ -49,10 +50,10 @@ public final class CpuNative {
     static final String RESOURCE = "/dev/crucible/cpu/ffi/linux-x86_64/libcrucible_cpu.so";
 
     /** The interface version this class speaks (crucible_cpu_abi()). */
-    static final int ABI = 2;
+    static final int ABI = 4;
 
     private final String source;
-    private final MethodHandle quantize, q8Matmul, q4Pack, q4Matmul;
+    private final MethodHandle quantize, q8Matmul, pack, packedMatmul, floatMatmul;
 
     private CpuNative(String source, SymbolLookup lib) {
         Linker linker = Linker.nativeLinker();
@@ -63,11 +64,13 @@ public final class CpuNative {
         this.q8Matmul = linker.downcallHandle(lib.findOrThrow("crucible_q8_0_matmul"), FunctionDescriptor.ofVoid(
                 ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT),
                 critical);
-        this.q4Pack = linker.downcallHandle(lib.findOrThrow("crucible_q4_0_pack"), FunctionDescriptor.ofVoid(
-                ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS), critical);
-        this.q4Matmul = linker.downcallHandle(lib.findOrThrow("crucible_q4_0_packed_matmul"), FunctionDescriptor.ofVoid(
-                ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS, JAVA_INT, ADDRESS,
-                ADDRESS, JAVA_LONG, JAVA_INT), critical);
+        this.pack = linker.downcallHandle(lib.findOrThrow("crucible_pack"), FunctionDescriptor.ofVoid(
+                JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS), critical);
+        this.packedMatmul = linker.downcallHandle(lib.findOrThrow("crucible_packed_matmul"), FunctionDescriptor.ofVoid(
+                JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS, JAVA_INT,
+                ADDRESS, ADDRESS, JAVA_LONG, JAVA_INT), critical);
+        this.floatMatmul = linker.downcallHandle(lib.findOrThrow("crucible_float_matmul"), FunctionDescriptor.ofVoid(
+                ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, JAVA_LONG, JAVA_INT), critical);
     }
 
     /** Why the library is or is not in use, in one line (for startup banners and bench output). */
@@ -198,32 +201,34 @@ public final class CpuNative {
         }
     }
 
-    /** Rows per packed Q4_0 group, and bytes per group and block (crucible_cpu.c: PACK_ROWS, PACK_BLOCK). */
-    static final int PACK_ROWS = 16, PACK_BLOCK = 288;
+    /** Rows per packed group, and bytes per group and block (crucible_cpu.c: PACK_ROWS, PACK_Q4, PACK_Q8). */
+    static final int PACK_ROWS = 16, PACK_Q4 = 288, PACK_Q8 = 544;
 
     /**
-     * A Q4_0 matrix (n rows of k) rearranged for the packed kernel: 16 rows per group, 0.5625 bytes per weight. Its
-     * memory is freed by the GC with the object.
+     * A Q4_0 or Q8_0 matrix (n rows of k) rearranged for the packed kernel: 16 rows per group, as many bytes as the
+     * GGUF blocks. Its memory is freed by the GC with the object.
      */
-    public record Packed(MemorySegment seg, int n, int k) {
+    public record Packed(MemorySegment seg, DType type, int n, int k) {
         int groups() { return (n + PACK_ROWS - 1) / PACK_ROWS; }
     }
 
-    /** Rearranges the n Q4_0 rows of k elements at {@code w} (GGUF blocks), row groups in parallel. */
-    public Packed packQ4(Parallel par, MemorySegment w, int n, int k) {
-        if (k % 32 != 0) throw new IllegalArgumentException("Q4_0 rows hold whole blocks of 32, not " + k);
-        checkWeights(w, n, k, 18);
+    /** Rearranges the n rows of k elements at {@code w} (GGUF Q4_0 or Q8_0 blocks), row groups in parallel. */
+    public Packed pack(Parallel par, DType type, MemorySegment w, int n, int k) {
+        if (type != DType.Q4_0 && type != DType.Q8_0) throw new IllegalArgumentException("no packed layout for " + type);
+        if (k % 32 != 0) throw new IllegalArgumentException(type + " rows hold whole blocks of 32, not " + k);
+        boolean q4 = type == DType.Q4_0;
+        checkWeights(w, n, k, q4 ? 18 : 34);
         int groups = (n + PACK_ROWS - 1) / PACK_ROWS, perTask = 16;
-        MemorySegment out = Arena.ofAuto().allocate((long) groups * (k / 32) * PACK_BLOCK, 64);
+        MemorySegment out = Arena.ofAuto().allocate((long) groups * (k / 32) * (q4 ? PACK_Q4 : PACK_Q8), 64);
         par.forEach(Parallel.chunks(groups, perTask), t -> {
             int g0 = t * perTask, g1 = Math.min(groups, g0 + perTask);
             try {
-                q4Pack.invokeExact(w, n, k, g0, g1, out);
+                pack.invokeExact(q4 ? 1 : 0, w, n, k, g0, g1, out);
             } catch (Throwable e) {
                 throw rethrow(e);
             }
         });
-        return new Packed(out, n, k);
+        return new Packed(out, type, n, k);
     }
 
     /** The activations of a decode matmul, quantized: m rows of nbPad blocks (values, scales, sums). */
@@ -271,18 +276,45 @@ public final class CpuNative {
         });
     }
 
-    /** {@link #matmulQ8} for Q4_0 weights rearranged by {@link #packQ4}: the same contract, so Q4Int's bits. */
-    public void matmulQ4(Parallel par, MemorySegment a, Packed w, MemorySegment c, int m, int n, int k,
-                         boolean accumulate) {
+    /** {@link #matmulQ8}'s product for weights rearranged by {@link #pack}: the same contract, so the same bits. */
+    public void matmulPacked(Parallel par, MemorySegment a, Packed w, MemorySegment c, int m, int n, int k,
+                             boolean accumulate) {
         if (w.n() != n || w.k() != k) throw new IllegalArgumentException("packed " + w.n() + "x" + w.k() + " used as " + n + "x" + k);
         checkOutput(c, m, n);
         Quantized x = quantizeRows(a, m, k);
+        int q4 = w.type() == DType.Q4_0 ? 1 : 0;
         int groups = w.groups(), perTask = n >= 4096 ? 16 : 4; // 256 or 64 rows per task
         par.forEach(Parallel.chunks(groups, perTask), t -> {
             int g0 = t * perTask, g1 = Math.min(groups, g0 + perTask);
             MemorySegment acc = m > 1 ? MemorySegment.ofArray(new float[m * 256]) : MemorySegment.NULL;
             try {
-                q4Matmul.invokeExact(w.seg(), n, k, g0, g1, m, x.q, x.d, x.s, x.nbPad, acc, c, (long) n, accumulate ? 1 : 0);
+                packedMatmul.invokeExact(q4, w.seg(), n, k, g0, g1, m, x.q, x.d, x.s, x.nbPad, acc, c, (long) n, accumulate ? 1 : 0);
+            } catch (Throwable e) {
+                throw rethrow(e);
+            }
+        });
+    }
+
+    /**
+     * c (m,n) (+)= a (m,k) · wᵀ for w n×k stored as F32, F16 or BF16: the decode matmul in the Java kernels' order
+     * (WeightRows.dot), so with their bits; faster (several rows' chains at once, prefetch, F16C conversion).
+     */
+    public void matmulFloat(Parallel par, DType type, MemorySegment a, MemorySegment w,
+                            MemorySegment c, int m, int n, int k, boolean accumulate) {
+        int code = switch (type) {
+            case F32 -> 0;
+            case F16 -> 1;
+            case BF16 -> 2;
+            default -> throw new IllegalArgumentException("no float kernel for " + type);
+        };
+        if (w.byteSize() < type.bytes((long) n * k)) throw new IllegalArgumentException("weights hold " + w.byteSize() + " bytes, need " + type.bytes((long) n * k));
+        if (a.byteSize() < (long) m * k * 4) throw new IllegalArgumentException("a holds " + a.byteSize() + " bytes, need " + (long) m * k * 4);
+        checkOutput(c, m, n);
+        int cols = n >= 4096 ? 256 : 64;
+        par.forEach(Parallel.chunks(n, cols), t -> {
+            int j0 = t * cols, j1 = Math.min(n, j0 + cols);
+            try {
+                floatMatmul.invokeExact(w, code, k, j0, j1, m, a, c, (long) n, accumulate ? 1 : 0);
             } catch (Throwable e) {
                 throw rethrow(e);
             }

@@ -94,11 +94,11 @@ class CpuNativeTest {
         return s;
     }
 
-    /** The backend's route: Q8_0 from the GGUF blocks, Q4_0 through the packed copy. */
+    /** The packed kernels (Q4_0, and Q8_0 in steps of several sequences). */
     private static void matmul(CpuNative nat, Parallel par, boolean q4, MemorySegment a, MemorySegment w, MemorySegment c,
                                int m, int n, int k, boolean accumulate) {
-        if (q4) nat.matmulQ4(par, a, nat.packQ4(par, w, n, k), c, m, n, k, accumulate);
-        else nat.matmulQ8(par, a, w, c, m, n, k, accumulate);
+        DType type = q4 ? DType.Q4_0 : DType.Q8_0;
+        nat.matmulPacked(par, a, nat.pack(par, type, w, n, k), c, m, n, k, accumulate);
     }
 
     @Test
@@ -149,6 +149,13 @@ class CpuNativeTest {
         MemorySegment stored = MemorySegment.ofArray(Blocks.encode(type, w, 0, w.length));
         float[] c = new float[m * n];
         matmul(nat, Parallel.SERIAL, q4, MemorySegment.ofArray(x), stored, MemorySegment.ofArray(c), m, n, k, false);
+        if (!q4) { // Q8_0 from the GGUF blocks (the one-sequence route) keeps the packed kernel's bits
+            float[] direct = new float[m * n];
+            nat.matmulQ8(Parallel.SERIAL, MemorySegment.ofArray(x), stored, MemorySegment.ofArray(direct), m, n, k, false);
+            for (int i = 0; i < m * n; i++) {
+                assertEquals(Float.floatToRawIntBits(c[i]), Float.floatToRawIntBits(direct[i]), "k " + k + " element " + i);
+            }
+        }
         byte[] q = new byte[nbPad * 32];
         float[] d = new float[nbPad];
         for (int i = 0; i < m; i++) {
@@ -181,6 +188,39 @@ class CpuNativeTest {
                 for (int i = 0; i < m * n; i++) {
                     assertEquals(Float.floatToRawIntBits(java[i]), Float.floatToRawIntBits(ours[i]),
                             "m " + m + " accumulate " + acc + " element " + i + ": " + java[i] + " vs " + ours[i]);
+                }
+            }
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(ints = {1, 2, 3, 4, 5, 9, 31})
+    void floatWeightsGiveTheJavaKernelsBits(int m) {
+        kernels();
+        Random r = new Random(200 + m);
+        int n = 70;
+        for (DType type : new DType[] {DType.F32, DType.F16, DType.BF16}) {
+            for (int k : new int[] {16, 72, 100, 768, 1059}) {
+                float[] w = gaussian(r, n * k, 0.05), x = gaussian(r, m * k, 1), base = gaussian(r, m * n, 1);
+                byte[] enc = type == DType.F32 ? null : Blocks.encode(type, w, 0, w.length);
+                for (boolean acc : new boolean[] {false, true}) {
+                    float[][] got = new float[2][];
+                    for (int v = 0; v < 2; v++) { // v = 0: Java kernels only; 1: the native kernels
+                        try (CpuBackend be = new CpuBackend(2, null, v == 0 ? null : CpuNative.fromEnvironment())) {
+                            Buffer b = be.allocate(type, (long) n * k), a = be.allocate(DType.F32, (long) m * k);
+                            Buffer c = be.allocate(DType.F32, (long) m * n);
+                            be.copyIn(b, enc == null ? MemorySegment.ofArray(w) : MemorySegment.ofArray(enc));
+                            be.copyIn(a, MemorySegment.ofArray(x));
+                            be.copyIn(c, MemorySegment.ofArray(base));
+                            be.run(new Op.MatMul(a, b, c, m, n, k, false, true, acc));
+                            got[v] = new float[m * n];
+                            be.copyOut(c, MemorySegment.ofArray(got[v]));
+                        }
+                    }
+                    for (int i = 0; i < m * n; i++) {
+                        assertEquals(Float.floatToRawIntBits(got[0][i]), Float.floatToRawIntBits(got[1][i]),
+                                type + " m " + m + " k " + k + " accumulate " + acc + " element " + i + ": " + got[0][i] + " vs " + got[1][i]);
+                    }
                 }
             }
         }
