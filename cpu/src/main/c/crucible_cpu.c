@@ -1,9 +1,10 @@
 /*
- * Crucible's native CPU kernels: quantized decode matmuls on 8-bit activations with AVX-512 VNNI.
- *   - Q8_0, one sequence: read from the GGUF blocks where they lie (crucible_q8_0_matmul);
- *   - Q4_0: from a copy rearranged once so that each 32-bit lane of a vector is one weight row
- *     (crucible_q4_0_pack, crucible_q4_0_packed_matmul): no horizontal sums, about 4x the rate of a kernel on the
- *     GGUF blocks (bench/NOTES.md, seventh session), at the price of that copy (as many bytes as the GGUF blocks).
+ * Crucible's native CPU kernels: the matmuls of decode steps and of prefill on stored weights.
+ *   - Q4_0 and Q8_0, on 8-bit activations with AVX-512 VNNI, from a copy of each matrix rearranged once so that
+ *     each 32-bit lane of a vector is one weight row (crucible_pack, crucible_packed_matmul): no horizontal sums,
+ *     3-4x the rate of a VNNI kernel on the GGUF blocks as they lie (bench/NOTES.md, seventh session), at the price
+ *     of that copy (as many bytes as the GGUF blocks);
+ *   - F32, F16, BF16 decode rows: the Java kernels' f32 order exactly (crucible_float_matmul), so the same bits.
  *
  * Why native: the Vector API cannot emit VPDPBUSD (64 byte products summed into 16 int32 lanes in one
  * instruction), which is how llama.cpp multiplies Q8_0 and Q4_0 weights. The Java kernels stay the reference and
@@ -32,7 +33,7 @@
 #define INLINE static inline __attribute__((always_inline))
 
 /* The version of this interface; CpuNative refuses a library with another one. */
-int32_t crucible_cpu_abi(void) { return 4; }
+int32_t crucible_cpu_abi(void) { return 5; }
 
 /* 1 when this CPU has every instruction the kernels use. */
 int32_t crucible_cpu_supported(void) {
@@ -74,153 +75,7 @@ KERNEL void crucible_quantize(const float *x, int32_t k, int32_t nbPad, int8_t *
     }
 }
 
-/*
- * Four vectors of 16 int32 partial sums, each 128-bit chunk c of V_i holding the partials of one block, to one
- * vector whose lane 4c + i is the sum of V_i's chunk c.
- */
-KERNEL INLINE __m512i hadd4(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
-    __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(v0, v1), _mm512_unpackhi_epi32(v0, v1));
-    __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(v2, v3), _mm512_unpackhi_epi32(v2, v3));
-    return _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
-}
-
-/* Lanes summed left to right (the contract's last step). */
-KERNEL INLINE float lane_sum(__m512 acc) {
-    float l[16];
-    _mm512_storeu_ps(l, acc);
-    float s = l[0];
-    for (int i = 1; i < 16; i++) s += l[i];
-    return s;
-}
-
 INLINE void store(float *c, float v, int32_t accumulate) { *c = accumulate ? *c + v : v; }
-
-/* 16 f16 block scales at base, base + stride, …: the low half of a 32-bit gather. */
-KERNEL INLINE __m512 scales16(const uint8_t *base, __m512i offsets) {
-    __m512i g = _mm512_i32gather_epi32(offsets, (const void *) base, 1);
-    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
-}
-
-/* The same for the blocks whose bit is set in {@code mask}; the others' scales are 0. */
-KERNEL INLINE __m512 scales16m(const uint8_t *base, __m512i offsets, __mmask16 mask) {
-    __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, offsets, (const void *) base, 1);
-    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
-}
-
-/* How far ahead of a Q8_0 chunk to prefetch (rows are contiguous within a call's range). */
-#define Q8_PREFETCH_BYTES (4 * 16 * 34)
-
-/*
- * One Q8_0 weight row's 16 blocks (a "chunk"), or its first 4·units (the row's end), against T activation rows:
- * 34-byte blocks (f16 scale, 32 int8), Σ w·q exactly via VPDPBUSD on |w| and q with w's sign. Each 128-bit chunk of
- * a product vector holds partial sums of one block; they are added across (hadd4, two shuffles) and back into
- * block order, then the contract's f32 step per block.
- */
-KERNEL INLINE void q8_chunk(const uint8_t *wb, int units, int T, const int8_t *const *xq, const float *const *xd,
-                            __m512 *acc) {
-    const __m512i perm = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
-    const __m512i offsets = _mm512_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238, 272, 306, 340, 374, 408, 442,
-                                              476, 510);
-    __m512i half[4][2];
-    for (int i = 0; i < 16 * 34; i += 64) _mm_prefetch((const char *) (wb + Q8_PREFETCH_BYTES + i), _MM_HINT_T0);
-    for (int h = 0; h < 2; h++) {
-        __m512i v[4][4];
-        for (int u = 0; u < 4; u++) {
-            int b = 8 * h + 2 * u; /* blocks b and b+1 */
-            if (b >= 4 * units) {
-                for (int t = 0; t < T; t++) v[t][u] = _mm512_setzero_si512();
-                continue;
-            }
-            const uint8_t *p = wb + b * 34 + 2;
-            __m512i w = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *) p));
-            w = _mm512_inserti64x4(w, _mm256_loadu_si256((const __m256i *) (p + 34)), 1);
-            __mmask64 neg = _mm512_movepi8_mask(w);
-            __m512i aw = _mm512_abs_epi8(w);
-            for (int t = 0; t < T; t++) {
-                __m512i x = _mm512_loadu_si512((const void *) (xq[t] + b * 32));
-                x = _mm512_mask_sub_epi8(x, neg, _mm512_setzero_si512(), x);
-                v[t][u] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, x);
-            }
-        }
-        /* lane 4c + u: chunk c of v[u], i.e. half c%2 of block 8h + 2u + c/2 */
-        for (int t = 0; t < T; t++) half[t][h] = hadd4(v[t][0], v[t][1], v[t][2], v[t][3]);
-    }
-    __m512 dw = units == 4 ? scales16(wb, offsets)
-                           : scales16m(wb, offsets, (__mmask16) ((1u << (4 * units)) - 1));
-    for (int t = 0; t < T; t++) {
-        /* chunks: [blocks 0,2,4,6 | 1,3,5,7 | 8,10,12,14 | 9,11,13,15], the halves of each block added */
-        __m512i a = half[t][0], b = half[t][1];
-        __m512i sum = _mm512_add_epi32(_mm512_shuffle_i32x4(a, b, 0x88), _mm512_shuffle_i32x4(a, b, 0xdd));
-        sum = _mm512_permutexvar_epi32(perm, sum);
-        __m512 dd = _mm512_mul_ps(dw, _mm512_loadu_ps(xd[t]));
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), dd, acc[t]);
-    }
-}
-
-/*
- * One Q8_0 weight row against T (1-4) activation rows: chunks of 16 blocks, the row's last chunk as far as it goes
- * in whole units of 4 blocks (a last unit of 1-3 blocks from a zero-padded copy); then fma(0, 0, acc) for each
- * chunk of padding up to nbPad blocks (a whole number of 32-block groups).
- */
-KERNEL INLINE void q8_row(const uint8_t *wr, int32_t nb, int32_t nbPad, int T, const int8_t *const *xq,
-                          const float *const *xd, float *out) {
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    const int8_t *q[4];
-    const float *d[4];
-    for (int32_t ch = 0; ch * 16 < nbPad; ch++) {
-        int32_t valid = nb - ch * 16;
-        if (valid <= 0) {
-            for (int t = 0; t < T; t++) acc[t] = _mm512_add_ps(acc[t], _mm512_setzero_ps());
-            continue;
-        }
-        const uint8_t *wb = wr + (int64_t) ch * 16 * 34;
-        int units = valid >= 16 ? 4 : (valid + 3) / 4;
-        uint8_t tail[16 * 34];
-        if (valid < 16 && valid % 4 != 0) { /* rows of 32·(4j+1…3) elements: rare */
-            memset(tail, 0, sizeof tail);
-            memcpy(tail, wb, (size_t) valid * 34);
-            wb = tail;
-        }
-        for (int t = 0; t < T; t++) {
-            q[t] = xq[t] + (int64_t) ch * 16 * 32;
-            d[t] = xd[t] + ch * 16;
-        }
-        q8_chunk(wb, units, T, q, d, acc);
-    }
-    for (int t = 0; t < T; t++) out[t] = lane_sum(acc[t]);
-}
-
-/*
- * c[i·ldc + j] (+)= row i of the activations · weight row j, for j in [j0, j1) and i in [0, m): the decode matmul
- * on stored Q8_0 weights w (row-major GGUF blocks, k/32 per row), read where they lie. xq, xd: m rows of
- * crucible_quantize's output for nbPad blocks each. Activation rows go four at a time against each weight row, so
- * each weight block is loaded once per four rows.
- */
-KERNEL void crucible_q8_0_matmul(const uint8_t *w, int32_t k, int32_t j0, int32_t j1, int32_t m, const int8_t *xq,
-                                 const float *xd, int32_t nbPad, float *c, int64_t ldc, int32_t accumulate) {
-    int32_t nb = k / 32;
-    int64_t rowBytes = (int64_t) nb * 34;
-    for (int32_t j = j0; j < j1; j++) {
-        const uint8_t *wr = w + j * rowBytes;
-        for (int32_t i = 0; i < m; i += 4) {
-            int T = m - i < 4 ? m - i : 4;
-            const int8_t *q[4];
-            const float *d[4];
-            float out[4];
-            for (int t = 0; t < T; t++) {
-                q[t] = xq + (int64_t) (i + t) * nbPad * 32;
-                d[t] = xd + (int64_t) (i + t) * nbPad;
-            }
-            switch (T) { /* a constant T per call, so each is compiled with its own loops */
-                case 1: q8_row(wr, nb, nbPad, 1, q, d, out); break;
-                case 2: q8_row(wr, nb, nbPad, 2, q, d, out); break;
-                case 3: q8_row(wr, nb, nbPad, 3, q, d, out); break;
-                default: q8_row(wr, nb, nbPad, 4, q, d, out); break;
-            }
-            for (int t = 0; t < T; t++) store(c + (int64_t) (i + t) * ldc + j, out[t], accumulate);
-        }
-    }
-}
 
 /*
  * Q4_0 and Q8_0 rearranged for one-row-per-lane dot products ("packed"): rows in groups of 16, and for each group
@@ -237,6 +92,8 @@ KERNEL void crucible_q8_0_matmul(const uint8_t *w, int32_t k, int32_t j0, int32_
 #define PACK_ROWS 16
 #define PACK_Q4 288
 #define PACK_Q8 544
+/* Activation rows per tile of a many-row call (prefill): 16 rows' lane sums are 16 KB. */
+#define PACK_TILE_M 16
 /* Blocks ahead to prefetch: one core's streams reached ~9-12 GB/s without it, ~15-16 with it (seventh session). */
 #define PREFETCH_BYTES (16 * PACK_Q4)
 
@@ -317,8 +174,8 @@ KERNEL INLINE __m512 packed_scales(int q4, const uint8_t *pb) {
 /*
  * c[i·ldc + j] (+)= activation row i · weight row j for the rows j of packed groups [g0, g1) (j < n) and all m
  * activation rows (crucible_quantize output, nbPad blocks each). One activation row: the 16 contract lanes of 16
- * weight rows live in 16 registers. Several: each block's weights are loaded once and taken against every
- * activation row, whose 16×16 lane sums live in acc (m·256 floats of scratch).
+ * weight rows live in 16 registers. Several: in tiles of PACK_TILE_M rows, each block's weights are loaded once per
+ * tile and taken against every row of it, whose 16×16 lane sums live in acc (PACK_TILE_M·256 floats of scratch).
  */
 KERNEL INLINE void packed_matmul(int q4, const uint8_t *p, int32_t n, int32_t k, int32_t g0, int32_t g1, int32_t m,
                                  const int8_t *xq, const float *xd, const int32_t *xs, int32_t nbPad, float *acc,
@@ -355,29 +212,34 @@ KERNEL INLINE void packed_matmul(int q4, const uint8_t *p, int32_t n, int32_t k,
             for (int l = 0; l < 16 && g * 16 + l < n; l++) store(c + g * 16 + l, out[l], accumulate);
             continue;
         }
-        memset(acc, 0, (size_t) m * 256 * sizeof(float));
-        for (int32_t b = 0; b < nb; b++) {
-            const uint8_t *pb = pg + (int64_t) b * rec;
-            packed_load(q4, pb, wv);
-            __m512 dw = packed_scales(q4, pb);
-            for (int32_t i = 0; i < m; i++) {
-                const int8_t *x = xq + (int64_t) i * nbPad * 32 + (int64_t) b * 32;
-                __m512i s = packed_block_sum(q4, wv, x, xs[(int64_t) i * nbPad + b]);
-                __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(xd[(int64_t) i * nbPad + b]));
-                float *ai = acc + (int64_t) i * 256 + (b % 16) * 16;
-                _mm512_storeu_ps(ai, _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), dd, _mm512_loadu_ps(ai)));
+        for (int32_t i0 = 0; i0 < m; i0 += PACK_TILE_M) { /* activation rows in tiles: their sums stay in L1 */
+            int32_t mt = m - i0 < PACK_TILE_M ? m - i0 : PACK_TILE_M;
+            memset(acc, 0, (size_t) mt * 256 * sizeof(float));
+            for (int32_t b = 0; b < nb; b++) {
+                const uint8_t *pb = pg + (int64_t) b * rec;
+                packed_load(q4, pb, wv);
+                __m512 dw = packed_scales(q4, pb);
+                for (int32_t i = 0; i < mt; i++) {
+                    int64_t row = i0 + i;
+                    const int8_t *x = xq + row * nbPad * 32 + (int64_t) b * 32;
+                    __m512i s = packed_block_sum(q4, wv, x, xs[row * nbPad + b]);
+                    __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(xd[row * nbPad + b]));
+                    float *ai = acc + (int64_t) i * 256 + (b % 16) * 16;
+                    _mm512_storeu_ps(ai, _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), dd, _mm512_loadu_ps(ai)));
+                }
             }
-        }
-        for (int32_t i = 0; i < m; i++) {
-            float *ai = acc + (int64_t) i * 256;
-            for (int32_t pad = nb; pad < nbPad; pad++) {
-                __m512 v = _mm512_loadu_ps(ai + (pad % 16) * 16);
-                _mm512_storeu_ps(ai + (pad % 16) * 16, _mm512_add_ps(v, _mm512_setzero_ps()));
+            for (int32_t i = 0; i < mt; i++) {
+                float *ai = acc + (int64_t) i * 256;
+                for (int32_t pad = nb; pad < nbPad; pad++) {
+                    __m512 v = _mm512_loadu_ps(ai + (pad % 16) * 16);
+                    _mm512_storeu_ps(ai + (pad % 16) * 16, _mm512_add_ps(v, _mm512_setzero_ps()));
+                }
+                __m512 s = _mm512_loadu_ps(ai);
+                for (int l = 1; l < 16; l++) s = _mm512_add_ps(s, _mm512_loadu_ps(ai + l * 16));
+                _mm512_storeu_ps(out, s);
+                for (int l = 0; l < 16 && g * 16 + l < n; l++)
+                    store(c + (i0 + i) * ldc + g * 16 + l, out[l], accumulate);
             }
-            __m512 s = _mm512_loadu_ps(ai);
-            for (int l = 1; l < 16; l++) s = _mm512_add_ps(s, _mm512_loadu_ps(ai + l * 16));
-            _mm512_storeu_ps(out, s);
-            for (int l = 0; l < 16 && g * 16 + l < n; l++) store(c + (int64_t) i * ldc + g * 16 + l, out[l], accumulate);
         }
     }
 }

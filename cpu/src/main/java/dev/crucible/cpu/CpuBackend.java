@@ -81,7 +81,7 @@ public final class CpuBackend extends HostBackend {
     private final OpenBlas blas; // null: Java kernels only
     /** Q4_0 decode matmuls on 8-bit activations ({@link Q4Int}; {@code CRUCIBLE_Q4=f32} turns it off). */
     private final boolean q4Int;
-    /** Native decode kernels ({@link CpuNative}), or null; and whether Q8_0 decode uses them ({@code CRUCIBLE_Q8}). */
+    /** Native kernels ({@link CpuNative}), or null; and whether Q8_0 matmuls use them ({@code CRUCIBLE_Q8}). */
     private final CpuNative nat;
     private final boolean q8Int;
     private Rope.Table ropeTable; // the last table built; replaced when θ, D or the needed positions change
@@ -105,9 +105,10 @@ public final class CpuBackend extends HostBackend {
     }
 
     /**
-     * With {@code nat} non-null, Q4_0 and Q8_0 decode matmuls (fewer than {@link MatMul#SKINNY_M} rows) run in its
-     * native kernels: for Q4_0 the same bits as {@link Q4Int} (each matrix rearranged once, as Q4Int does, into the
-     * kernels' own layout), for Q8_0 on 8-bit activations unless {@code CRUCIBLE_Q8=f32}. Null: Java kernels only.
+     * With {@code nat} non-null, matmuls on stored Q4_0 and Q8_0 weights (any number of rows: prefill too) run in its
+     * native kernels on 8-bit activations, each matrix rearranged once into the kernels' layout: for Q4_0 decode rows
+     * the same bits as {@link Q4Int}; Q8_0 unless {@code CRUCIBLE_Q8=f32}. Decode rows on F32, F16 and BF16 weights
+     * run there too, with the Java kernels' bits. Null: Java kernels only.
      */
     public CpuBackend(int threads, OpenBlas blas, CpuNative nat) {
         this.q4Int = Q4Int.enabled() || (nat != null && Q4Int.enabledSetting());
@@ -121,9 +122,9 @@ public final class CpuBackend extends HostBackend {
     public CpuNative nativeKernels() { return nat; }
 
     /**
-     * Whether decode-sized matmuls (fewer than {@link MatMul#SKINNY_M} rows) on weights stored as {@code weights}
-     * round their activations to 8 bits per block (Q4_0: {@code CRUCIBLE_Q4}; Q8_0: {@code CRUCIBLE_Q8}, native
-     * kernels only); false where activations stay exact f32.
+     * Whether matmuls on weights stored as {@code weights} round their activations to 8 bits per block: decode-sized
+     * ones (fewer than {@link MatMul#SKINNY_M} rows) for Q4_0 ({@code CRUCIBLE_Q4}), and with the native kernels every
+     * Q4_0 and Q8_0 one ({@code CRUCIBLE_Q8}); false where activations stay exact f32.
      */
     public boolean decodeActivationsInt8(DType weights) {
         return switch (weights) {
@@ -228,9 +229,9 @@ public final class CpuBackend extends HostBackend {
      */
     private final Map<Buffer, Q4Int.Packed> q4Packed = Collections.synchronizedMap(new WeakHashMap<>());
     /**
-     * The same for the native kernels' layout ({@link CpuNative#pack}), when they are in use: Q4_0 matrices on their
-     * first decode matmul, Q8_0 matrices on their first step of several sequences (one sequence reads the GGUF
-     * blocks directly), so a server's Q8_0 model takes twice its size once it batches.
+     * The same for the native kernels' layout ({@link CpuNative#pack}), when they are in use: Q4_0 and Q8_0 matrices
+     * on their first matmul, so such a model takes about twice its size in memory (the GGUF bytes stay for
+     * embeddings and export).
      */
     private final Map<Buffer, CpuNative.Packed> nativePacked = Collections.synchronizedMap(new WeakHashMap<>());
 
@@ -246,23 +247,22 @@ public final class CpuBackend extends HostBackend {
     private void matmul(Op.MatMul o) {
         MemorySegment a = seg(o.a()), b = seg(o.b()), c = seg(o.c());
         DType bType = o.b().type();
-        boolean skinny = o.m() < MatMul.SKINNY_M && o.transB() && !o.transA(), decode = skinny && o.k() % 32 == 0;
+        boolean skinny = o.m() < MatMul.SKINNY_M && o.transB() && !o.transA();
         boolean floats = bType == DType.F16 || bType == DType.BF16 || bType == DType.F32 && (blas == null || o.m() < BLAS_MIN_ROWS);
         if (skinny && nat != null && floats) {
             nat.matmulFloat(pool, bType, a, b, c, o.m(), o.n(), o.k(), o.accumulate()); // the Java kernels' bits
             return;
         }
-        if (decode && nat != null && bType == DType.Q8_0 && q8Int && o.m() == 1) {
-            nat.matmulQ8(pool, a, b, c, o.m(), o.n(), o.k(), o.accumulate()); // from the GGUF blocks: no copy
-            return;
-        }
-        if (decode && nat != null && (bType == DType.Q4_0 && q4Int || bType == DType.Q8_0 && q8Int)) {
+        // Q4_0 and Q8_0 through the native kernels' rearranged copy for any number of rows: decode steps and
+        // prefill alike (every row's bits are the same whatever m is).
+        boolean stored = o.transB() && !o.transA() && o.k() % 32 == 0;
+        if (stored && nat != null && (bType == DType.Q4_0 && q4Int || bType == DType.Q8_0 && q8Int)) {
             CpuNative.Packed p = nativePacked.get(o.b());
             if (p == null || p.n() != o.n() || p.k() != o.k()) {
                 p = nat.pack(pool, bType, b, o.n(), o.k());
                 nativePacked.put(o.b(), p);
             }
-            nat.matmulPacked(pool, a, p, c, o.m(), o.n(), o.k(), o.accumulate()); // the same bits as matmulQ8
+            nat.matmulPacked(pool, a, p, c, o.m(), o.n(), o.k(), o.accumulate());
             return;
         }
         if (bType == DType.Q4_0 && q4Int && o.m() < MatMul.SKINNY_M && o.transB() && !o.transA()) {

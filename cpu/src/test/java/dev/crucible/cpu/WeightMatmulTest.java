@@ -71,7 +71,8 @@ class WeightMatmulTest {
     /**
      * A prefill-sized matmul on stored weights (M between MC and 4·MC decodes each N tile's weights into its own
      * panel) gives the bits of the F32 GEMM on the decoded matrix (which packs all of B first): the same
-     * micro-kernel sums in the same order whichever tiling ran them.
+     * micro-kernel sums in the same order whichever tiling ran them. (The Java kernels: with the native ones, Q4_0
+     * and Q8_0 prefill runs on 8-bit activations; CpuNativeTest.)
      */
     @ParameterizedTest(name = "{0} m={1}")
     @org.junit.jupiter.params.provider.CsvSource({"Q8_0, 300", "Q4_0, 193", "F16, 500", "BF16, 260"})
@@ -84,7 +85,7 @@ class WeightMatmulTest {
         byte[] stored = Blocks.encode(type, w, 0, w.length);
         float[] decoded = new float[n * k];
         Blocks.decode(type, MemorySegment.ofArray(stored), 0, n * k, decoded, 0);
-        try (Backend be = new CpuBackend(2)) {
+        try (Backend be = new CpuBackend(2, null, null)) {
             float[][] out = new float[2][m * n];
             for (int run = 0; run < 2; run++) {
                 Buffer b = run == 0 ? be.allocate(type, (long) n * k) : be.allocate(DType.F32, (long) n * k);

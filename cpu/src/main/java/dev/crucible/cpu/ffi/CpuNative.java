@@ -24,8 +24,8 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
 /**
  * The CPU backend's native kernels ({@code cpu/src/main/c/crucible_cpu.c}, built into the jar by the Maven build
- * when a C compiler is there), through FFM: quantized decode matmuls that multiply 8-bit integers with AVX-512 VNNI,
- * an instruction the Vector API cannot emit.
+ * when a C compiler is there), through FFM: matmuls on stored Q4_0 and Q8_0 weights that multiply 8-bit integers
+ * with AVX-512 VNNI (an instruction the Vector API cannot emit), and decode rows of float weights.
  *
  * <p>Optional in every way: without the library (no compiler at build time, another CPU architecture), on a CPU
  * without AVX-512 VNNI, or with {@code CRUCIBLE_NATIVE=off}, the backend keeps its Java kernels. {@link #status}
@@ -33,10 +33,10 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  *
  * <p>What the kernels compute is pinned down in crucible_cpu.c's header: for Q4_0 it is exactly {@code Q4Int}'s
  * integer path (the same bits, checked by CpuNativeTest), on a copy of each matrix rearranged so that each vector
- * lane is one weight row (as many bytes as the GGUF blocks). For Q8_0 it is the same scheme on 8-bit weights,
- * read from the GGUF blocks where they lie; it changes a Q8_0 model's decode results from the f32 path's
- * ({@code CRUCIBLE_Q8=f32} keeps that path). Every row's bits are the same whatever other rows or sequences share a
- * call, and for any thread count.
+ * lane is one weight row (as many bytes as the GGUF blocks). For Q8_0 it is the same scheme on 8-bit weights; it
+ * changes a Q8_0 model's results from the f32 path's ({@code CRUCIBLE_Q8=f32} keeps that path). For F32, F16 and
+ * BF16 decode rows it is the Java kernels' order exactly. Every row's bits are the same whatever other rows or
+ * sequences share a call, and for any thread count.
  *
  * <p>Downcalls are "critical": they may take heap segments (the quantized activations live in Java arrays) and
  * hold off the GC for their duration, a chunk of rows (well under a millisecond to a few).
@@ -50,10 +50,10 @@ public final class CpuNative {
     static final String RESOURCE = "/dev/crucible/cpu/ffi/linux-x86_64/libcrucible_cpu.so";
 
     /** The interface version this class speaks (crucible_cpu_abi()). */
-    static final int ABI = 4;
+    static final int ABI = 5;
 
     private final String source;
-    private final MethodHandle quantize, q8Matmul, pack, packedMatmul, floatMatmul;
+    private final MethodHandle quantize, pack, packedMatmul, floatMatmul;
 
     private CpuNative(String source, SymbolLookup lib) {
         Linker linker = Linker.nativeLinker();
@@ -61,9 +61,6 @@ public final class CpuNative {
         Linker.Option critical = Linker.Option.critical(true);
         this.quantize = linker.downcallHandle(lib.findOrThrow("crucible_quantize"), FunctionDescriptor.ofVoid(
                 ADDRESS, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS), critical);
-        this.q8Matmul = linker.downcallHandle(lib.findOrThrow("crucible_q8_0_matmul"), FunctionDescriptor.ofVoid(
-                ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT),
-                critical);
         this.pack = linker.downcallHandle(lib.findOrThrow("crucible_pack"), FunctionDescriptor.ofVoid(
                 JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS), critical);
         this.packedMatmul = linker.downcallHandle(lib.findOrThrow("crucible_packed_matmul"), FunctionDescriptor.ofVoid(
@@ -256,27 +253,10 @@ public final class CpuNative {
     }
 
     /**
-     * c (m,n) (+)= a (m,k) · wᵀ for w n×k stored Q8_0 (GGUF blocks, read where they lie): the decode matmul (m
-     * small). Every activation row is quantized once, then the columns go out in fixed chunks over {@code par}.
+     * c (m,n) (+)= a (m,k) · wᵀ for w n×k rearranged by {@link #pack} from Q4_0 or Q8_0 (crucible_cpu.c's contract:
+     * for Q4_0 Q4Int's bits). Every activation row is quantized once, then the row groups go out in fixed chunks
+     * over {@code par}; each row's bits are the same for any m and any thread count.
      */
-    public void matmulQ8(Parallel par, MemorySegment a, MemorySegment w, MemorySegment c, int m, int n, int k,
-                         boolean accumulate) {
-        if (k % 32 != 0) throw new IllegalArgumentException("Q8_0 rows hold whole blocks of 32, not " + k);
-        checkWeights(w, n, k, 34);
-        checkOutput(c, m, n);
-        Quantized x = quantizeRows(a, m, k);
-        int cols = n >= 4096 ? 256 : 64;
-        par.forEach(Parallel.chunks(n, cols), t -> {
-            int j0 = t * cols, j1 = Math.min(n, j0 + cols);
-            try {
-                q8Matmul.invokeExact(w, k, j0, j1, m, x.q, x.d, x.nbPad, c, (long) n, accumulate ? 1 : 0);
-            } catch (Throwable e) {
-                throw rethrow(e);
-            }
-        });
-    }
-
-    /** {@link #matmulQ8}'s product for weights rearranged by {@link #pack}: the same contract, so the same bits. */
     public void matmulPacked(Parallel par, MemorySegment a, Packed w, MemorySegment c, int m, int n, int k,
                              boolean accumulate) {
         if (w.n() != n || w.k() != k) throw new IllegalArgumentException("packed " + w.n() + "x" + w.k() + " used as " + n + "x" + k);
