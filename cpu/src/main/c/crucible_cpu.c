@@ -4,7 +4,8 @@
  *     each 32-bit lane of a vector is one weight row (crucible_pack, crucible_packed_matmul): no horizontal sums,
  *     3-4x the rate of a VNNI kernel on the GGUF blocks as they lie (bench/NOTES.md, seventh session), at the price
  *     of that copy (as many bytes as the GGUF blocks);
- *   - F32, F16, BF16 decode rows: the Java kernels' f32 order exactly (crucible_float_matmul), so the same bits.
+ *   - F32, F16, BF16 decode rows: the Java kernels' f32 order exactly (crucible_float_matmul), so the same bits;
+ *   - paged attention for decode rows, in the Java kernel's order exactly (crucible_paged_rows).
  *
  * Why native: the Vector API cannot emit VPDPBUSD (64 byte products summed into 16 int32 lanes in one
  * instruction), which is how llama.cpp multiplies Q8_0 and Q4_0 weights. The Java kernels stay the reference and
@@ -33,7 +34,7 @@
 #define INLINE static inline __attribute__((always_inline))
 
 /* The version of this interface; CpuNative refuses a library with another one. */
-int32_t crucible_cpu_abi(void) { return 5; }
+int32_t crucible_cpu_abi(void) { return 6; }
 
 /* 1 when this CPU has every instruction the kernels use. */
 int32_t crucible_cpu_supported(void) {
@@ -373,4 +374,197 @@ KERNEL void crucible_float_matmul(const uint8_t *w, int32_t type, int32_t k, int
         }
         j += R;
     }
+}
+
+/*
+ * Paged attention for decode rows, in PagedAttention's order exactly (its "by rows" path, which follows
+ * Attention.forward for a query at position length − 1): keys in blocks of 64; per key a 16-lane chain of
+ * fma(k, q, acc) over whole vectors, VMath.sum's tree, the elements past the last vector as fma(q, k, sum), times
+ * scale; an online softmax per (row, head) with VMath.exp's Cephes polynomial (vector form for the block, scalar
+ * form for the correction); P·V in two accumulators (even and odd keys) per 16 output lanes. So the same bits as
+ * the Java kernel, for F32 pools and F16 pools (widened exactly first).
+ */
+#define ATT_BK 64
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_MAGIC 12582912.0f
+#define EXP_LN2_HI 0.693359375f
+#define EXP_LN2_LO -2.12194440e-4f
+#define EXP_P0 1.9875691500e-4f
+#define EXP_P1 1.3981999507e-3f
+#define EXP_P2 8.3334519073e-3f
+#define EXP_P3 4.1665795894e-2f
+#define EXP_P4 1.6666665459e-1f
+#define EXP_P5 5.0000001201e-1f
+#define EXP_HI 88.72283905206835f
+#define EXP_LO -87.33654475055310898657f
+
+/* VMath.exp(float). */
+KERNEL INLINE float exp_scalar(float x) {
+    if (x < EXP_LO) return 0.0f;
+    if (x > EXP_HI) return __builtin_inff();
+    if (x != x) return x;
+    float t = __builtin_fmaf(x, EXP_LOG2E, EXP_MAGIC);
+    float n = t - EXP_MAGIC;
+    float r = __builtin_fmaf(n, -EXP_LN2_HI, x);
+    r = __builtin_fmaf(n, -EXP_LN2_LO, r);
+    float p = __builtin_fmaf(__builtin_fmaf(__builtin_fmaf(__builtin_fmaf(__builtin_fmaf(r, EXP_P0, EXP_P1), r, EXP_P2),
+                                                            r, EXP_P3), r, EXP_P4), r, EXP_P5);
+    float y = p * (r * r) + r + 1.0f;
+    int32_t ni = (int32_t) n, n1 = ni >> 1, n2 = ni - n1;
+    uint32_t b1 = (uint32_t) (n1 + 127) << 23, b2 = (uint32_t) (n2 + 127) << 23;
+    float s1, s2;
+    memcpy(&s1, &b1, 4);
+    memcpy(&s2, &b2, 4);
+    return y * s1 * s2;
+}
+
+/* VMath.exp(p, 0, p, 0, len, 1, shift) for len a multiple of 16: p[i] = e^(p[i] − shift), returns the tree sum. */
+KERNEL INLINE float exp_block(float *p, int len, float shift) {
+    __m512 acc = _mm512_setzero_ps();
+    const __m512 lo = _mm512_set1_ps(EXP_LO), hi = _mm512_set1_ps(EXP_HI), magic = _mm512_set1_ps(EXP_MAGIC);
+    for (int i = 0; i < len; i += 16) {
+        __m512 x = _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(p + i), _mm512_set1_ps(1.0f)), _mm512_set1_ps(shift));
+        __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+        __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(EXP_LOG2E), magic), magic);
+        __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-EXP_LN2_HI), xc);
+        r = _mm512_fmadd_ps(n, _mm512_set1_ps(-EXP_LN2_LO), r);
+        __m512 q = _mm512_fmadd_ps(r, _mm512_set1_ps(EXP_P0), _mm512_set1_ps(EXP_P1));
+        q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(EXP_P2));
+        q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(EXP_P3));
+        q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(EXP_P4));
+        q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(EXP_P5));
+        __m512 y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(q, _mm512_mul_ps(r, r)), r), _mm512_set1_ps(1.0f));
+        __m512i ni = _mm512_cvttps_epi32(n);
+        __m512i n1 = _mm512_srai_epi32(ni, 1), n2 = _mm512_sub_epi32(ni, n1);
+        __m512i e127 = _mm512_set1_epi32(127);
+        y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, e127), 23)));
+        y = _mm512_mul_ps(y, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, e127), 23)));
+        y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), _mm512_setzero_ps());
+        y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ), _mm512_set1_ps(__builtin_inff()));
+        _mm512_storeu_ps(p + i, y);
+        acc = _mm512_add_ps(acc, y);
+    }
+    return tree_sum(acc);
+}
+
+/* Math.max(a, b): NaN if either is, +0 over −0. */
+INLINE float java_max(float a, float b) {
+    if (a != a) return a;
+    if (b != b) return b;
+    if (a == 0.0f && b == 0.0f) return __builtin_signbit(a) ? b : a;
+    return a >= b ? a : b;
+}
+
+/* 16 pool values at element c of a row (F32, or F16 widened exactly), and one of them. */
+KERNEL INLINE __m512 pool16(const uint8_t *row, int half, int32_t c) {
+    return half ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) (row + 2 * c)))
+                : _mm512_loadu_ps((const float *) (row + 4 * c));
+}
+
+KERNEL INLINE float pool1(const uint8_t *row, int half, int32_t c) {
+    if (half) {
+        uint16_t h;
+        memcpy(&h, row + 2 * c, 2);
+        return _cvtsh_ss(h);
+    }
+    float f;
+    memcpy(&f, row + 4 * c, 4);
+    return f;
+}
+
+/* One key's score: the chain over whole vectors, the tree, the tail, times scale (Attention.scoresByRows). */
+KERNEL INLINE float key_score(const float *q, const uint8_t *k, int half, int32_t d, float scale) {
+    int32_t dv = d / 16 * 16;
+    __m512 a = _mm512_setzero_ps();
+    for (int32_t c = 0; c < dv; c += 16) a = _mm512_fmadd_ps(pool16(k, half, c), _mm512_loadu_ps(q + c), a);
+    float x = tree_sum(a);
+    for (int32_t c = dv; c < d; c++) x = __builtin_fmaf(q[c], pool1(k, half, c), x);
+    return x * scale;
+}
+
+KERNEL INLINE int32_t paged_rows(const float *q, const uint8_t *kPool, const uint8_t *vPool, int half,
+                                  const int32_t *tableRow, const int32_t *len, int32_t r0, int32_t n,
+                                  float *out, int32_t heads, int32_t kvHeads, int32_t kh, int32_t d,
+                                  int32_t pageSize, float scale) {
+    int32_t group = heads / kvHeads, nq = n * group, dp = (d + 15) / 16 * 16;
+    if (d > 256 || nq > 64) return 0;
+    float o[nq * dp], m[64], l[64], p[ATT_BK]; /* at most 64 KB, on the calling thread's stack */
+    const uint8_t *kp[ATT_BK], *vp[ATT_BK];
+    int32_t esz = half ? 2 : 4, keys = 0;
+    memset(o, 0, sizeof(float) * (size_t) nq * dp);
+    for (int32_t i = 0; i < nq; i++) {
+        m[i] = -__builtin_inff();
+        l[i] = 0.0f;
+    }
+    for (int32_t r = 0; r < n; r++) keys = len[r] > keys ? len[r] : keys;
+    for (int32_t j0 = 0; j0 < keys; j0 += ATT_BK) {
+        int32_t bk = keys - j0 < ATT_BK ? keys - j0 : ATT_BK;
+        for (int32_t j = 0; j < bk; j++) {
+            int32_t t = j0 + j;
+            int64_t off = (((int64_t) tableRow[t / pageSize] * pageSize + t % pageSize) * kvHeads + kh) * d * esz;
+            kp[j] = kPool + off;
+            vp[j] = vPool + off;
+        }
+        for (int32_t r = 0; r < n; r++) {
+            int32_t limit = len[r] - j0 < bk ? len[r] - j0 : bk;
+            if (limit <= 0) continue;
+            int32_t nv = (limit + 15) / 16;
+            for (int32_t g = 0; g < group; g++) {
+                int32_t qi = r * group + g;
+                const float *qr = q + ((int64_t) (r0 + r) * heads + kh * group + g) * d;
+                float bmax = -__builtin_inff();
+                for (int32_t j = 0; j < limit; j++) {
+                    p[j] = key_score(qr, kp[j], half, d, scale);
+                    bmax = java_max(bmax, p[j]);
+                }
+                for (int32_t j = limit; j < nv * 16; j++) p[j] = -__builtin_inff();
+                float mOld = m[qi], mNew = java_max(mOld, bmax);
+                float corr = mOld == -__builtin_inff() ? 0.0f : exp_scalar(mOld - mNew);
+                float blockSum = exp_block(p, nv * 16, mNew);
+                m[qi] = mNew;
+                l[qi] = l[qi] * corr + blockSum;
+                /* Attention.accumulatePV: per 16 lanes, o·corr plus even keys, odd keys in a second chain */
+                float *oq = o + (int64_t) qi * dp;
+                int32_t dv = d / 16 * 16;
+                for (int32_t cv = 0; cv < dv; cv += 16) {
+                    __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(oq + cv), _mm512_set1_ps(corr)), a1 = _mm512_setzero_ps();
+                    int32_t j = 0;
+                    for (; j + 1 < limit; j += 2) {
+                        a0 = _mm512_fmadd_ps(pool16(vp[j], half, cv), _mm512_set1_ps(p[j]), a0);
+                        a1 = _mm512_fmadd_ps(pool16(vp[j + 1], half, cv), _mm512_set1_ps(p[j + 1]), a1);
+                    }
+                    if (j < limit) a0 = _mm512_fmadd_ps(pool16(vp[j], half, cv), _mm512_set1_ps(p[j]), a0);
+                    _mm512_storeu_ps(oq + cv, _mm512_add_ps(a0, a1));
+                }
+                for (int32_t c = dv; c < d; c++) {
+                    float a = oq[c] * corr;
+                    for (int32_t j = 0; j < limit; j++) a = __builtin_fmaf(p[j], pool1(vp[j], half, c), a);
+                    oq[c] = a;
+                }
+            }
+        }
+    }
+    for (int32_t r = 0; r < n; r++) {
+        for (int32_t g = 0; g < group; g++) {
+            int32_t qi = r * group + g;
+            float inv = 1.0f / l[qi];
+            float *dst = out + ((int64_t) (r0 + r) * heads + kh * group + g) * d;
+            for (int32_t c = 0; c < d; c++) dst[c] = o[(int64_t) qi * dp + c] * inv;
+        }
+    }
+    return 1;
+}
+
+/*
+ * Rows r0 … r0+n−1 (one page-table row, tableRow) and every query head of KV head kh: PagedAttention.block's "by
+ * rows" path. q, out (rows, heads, d) f32; pools (pages, pageSize, kvHeads, d), F32 or F16 (half; widened as
+ * read). Returns 0 (and does nothing) for shapes past its scratch (d > 256, n·group > 64): the caller then runs
+ * the Java kernel.
+ */
+KERNEL int32_t crucible_paged_rows(const float *q, const uint8_t *kPool, const uint8_t *vPool, int32_t half,
+                                   const int32_t *tableRow, const int32_t *len, int32_t r0, int32_t n,
+                                   float *out, int32_t heads, int32_t kvHeads, int32_t kh, int32_t d,
+                                   int32_t pageSize, float scale) {
+    return half ? paged_rows(q, kPool, vPool, 1, tableRow, len, r0, n, out, heads, kvHeads, kh, d, pageSize, scale)
+                : paged_rows(q, kPool, vPool, 0, tableRow, len, r0, n, out, heads, kvHeads, kh, d, pageSize, scale);
 }

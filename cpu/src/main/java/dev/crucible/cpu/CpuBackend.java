@@ -84,6 +84,8 @@ public final class CpuBackend extends HostBackend {
     /** Native kernels ({@link CpuNative}), or null; and whether Q8_0 matmuls use them ({@code CRUCIBLE_Q8}). */
     private final CpuNative nat;
     private final boolean q8Int;
+    /** Decode blocks of PagedAttention in the native kernels (their bits are the Java kernel's), or null. */
+    private final PagedAttention.RowKernel attentionRows;
     private Rope.Table ropeTable; // the last table built; replaced when θ, D or the needed positions change
 
     public CpuBackend() {
@@ -114,6 +116,7 @@ public final class CpuBackend extends HostBackend {
         this.q4Int = Q4Int.enabled() || (nat != null && Q4Int.enabledSetting());
         this.nat = nat;
         this.q8Int = CpuNative.q8Int() && nat != null; // the setting is checked even where it cannot apply
+        this.attentionRows = nat == null ? null : nat.attentionRows();
         this.pool = new WorkerPool(threads);
         this.blas = blas;
     }
@@ -207,7 +210,7 @@ public final class CpuBackend extends HostBackend {
                     o.gradScale());
             case Op.PagedAttention o -> PagedAttention.forward(pool, seg(o.q()), seg(o.kPool()), seg(o.vPool()),
                     seg(o.pageTable()), seg(o.lengths()), seg(o.out()), o.rows(), o.heads(), o.kvHeads(), o.headDim(),
-                    o.pageSize(), o.maxPages(), o.pages(), o.kPool().type() == DType.F16);
+                    o.pageSize(), o.maxPages(), o.pages(), o.kPool().type() == DType.F16, attentionRows);
         }
     }
 

@@ -1,5 +1,6 @@
 package dev.crucible.cpu.ffi;
 
+import dev.crucible.cpu.kernels.PagedAttention;
 import dev.crucible.cpu.kernels.Parallel;
 import dev.crucible.tensor.DType;
 
@@ -19,6 +20,7 @@ import java.security.NoSuchAlgorithmException;
 import java.util.HexFormat;
 
 import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
@@ -50,10 +52,10 @@ public final class CpuNative {
     static final String RESOURCE = "/dev/crucible/cpu/ffi/linux-x86_64/libcrucible_cpu.so";
 
     /** The interface version this class speaks (crucible_cpu_abi()). */
-    static final int ABI = 5;
+    static final int ABI = 6;
 
     private final String source;
-    private final MethodHandle quantize, pack, packedMatmul, floatMatmul;
+    private final MethodHandle quantize, pack, packedMatmul, floatMatmul, pagedRows;
 
     private CpuNative(String source, SymbolLookup lib) {
         Linker linker = Linker.nativeLinker();
@@ -68,6 +70,9 @@ public final class CpuNative {
                 ADDRESS, ADDRESS, JAVA_LONG, JAVA_INT), critical);
         this.floatMatmul = linker.downcallHandle(lib.findOrThrow("crucible_float_matmul"), FunctionDescriptor.ofVoid(
                 ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, JAVA_LONG, JAVA_INT), critical);
+        this.pagedRows = linker.downcallHandle(lib.findOrThrow("crucible_paged_rows"), FunctionDescriptor.of(JAVA_INT,
+                ADDRESS, ADDRESS, ADDRESS, JAVA_INT, ADDRESS, ADDRESS, JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT,
+                JAVA_INT, JAVA_INT, JAVA_INT, JAVA_FLOAT), critical);
     }
 
     /** Why the library is or is not in use, in one line (for startup banners and bench output). */
@@ -299,6 +304,22 @@ public final class CpuNative {
                 throw rethrow(e);
             }
         });
+    }
+
+    /**
+     * PagedAttention's decode blocks in native code, with its bits (crucible_paged_rows). The pools and q, out are
+     * bounds-checked by the Java kernel before any block runs (PagedAttention.validate).
+     */
+    public PagedAttention.RowKernel attentionRows() {
+        return (q, kPool, vPool, half, table, tableRow, len, r0, n, out, heads, kvHeads, kh, d, pageSize, scale) -> {
+            try {
+                return (int) pagedRows.invokeExact(q, kPool, vPool, half ? 1 : 0,
+                        MemorySegment.ofArray(table).asSlice(tableRow * 4L), MemorySegment.ofArray(len).asSlice(r0 * 4L),
+                        r0, n, out, heads, kvHeads, kh, d, pageSize, scale) != 0;
+            } catch (Throwable e) {
+                throw rethrow(e);
+            }
+        };
     }
 
     private static RuntimeException rethrow(Throwable t) {

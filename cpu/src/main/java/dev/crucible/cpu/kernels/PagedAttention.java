@@ -44,6 +44,24 @@ public final class PagedAttention {
     public static void forward(Parallel par, MemorySegment q, MemorySegment kPool, MemorySegment vPool,
                                MemorySegment pageTable, MemorySegment lengths, MemorySegment out, int rows, int heads,
                                int kvHeads, int d, int pageSize, int maxPages, int pages, boolean half) {
+        forward(par, q, kPool, vPool, pageTable, lengths, out, rows, heads, kvHeads, d, pageSize, maxPages, pages, half, null);
+    }
+
+    /**
+     * A faster stand-in for this kernel's "by rows" blocks (decode rows: at most {@link Attention#ROW_MAJOR_ROWS}
+     * rows of one page-table row), which must give their bits (the CPU backend's native kernels, CpuNative), or
+     * decline a block by returning false.
+     */
+    public interface RowKernel {
+        boolean rows(MemorySegment q, MemorySegment kPool, MemorySegment vPool, boolean half, int[] table, int tableRow,
+                     int[] len, int r0, int n, MemorySegment out, int heads, int kvHeads, int kh, int d, int pageSize,
+                     float scale);
+    }
+
+    /** {@link #forward} with decode blocks given to {@code fast} when it is not null. */
+    public static void forward(Parallel par, MemorySegment q, MemorySegment kPool, MemorySegment vPool,
+                               MemorySegment pageTable, MemorySegment lengths, MemorySegment out, int rows, int heads,
+                               int kvHeads, int d, int pageSize, int maxPages, int pages, boolean half, RowKernel fast) {
         int[] len = new int[rows], table = new int[rows * maxPages];
         MemorySegment.copy(lengths, I, 0, len, 0, rows);
         MemorySegment.copy(pageTable, I, 0, table, 0, rows * maxPages);
@@ -62,7 +80,11 @@ public final class PagedAttention {
         int group = heads / kvHeads, dp = Attention.padded(d);
         float scale = (float) (1.0 / Math.sqrt(d));
         par.forEach(blocks * kvHeads, task -> {
-            int blk = task / kvHeads, kh = task % kvHeads;
+            int blk = task / kvHeads, kh = task % kvHeads, n = start[blk + 1] - start[blk];
+            if (fast != null && n <= Attention.ROW_MAJOR_ROWS && fast.rows(q, kPool, vPool, half, table,
+                    start[blk] * maxPages, len, start[blk], n, out, heads, kvHeads, kh, d, pageSize, scale)) {
+                return;
+            }
             block(q, kPool, vPool, out, table, len, start[blk], start[blk + 1] - start[blk], heads, kvHeads, kh, group,
                     d, dp, pageSize, maxPages, scale, half);
         });

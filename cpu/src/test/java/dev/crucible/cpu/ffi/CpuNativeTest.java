@@ -219,6 +219,60 @@ class CpuNativeTest {
         }
     }
 
+    /** A decode step of sequences of mixed lengths over a shuffled page pool: the native rows give the Java kernel's bits. */
+    @ParameterizedTest
+    @org.junit.jupiter.params.provider.CsvSource({"12, 12, 64, F32", "8, 2, 64, F32", "4, 4, 72, F32", "8, 2, 64, F16",
+            "4, 1, 40, F16"})
+    void pagedAttentionDecodeRowsGiveTheJavaKernelsBits(int heads, int kvHeads, int d, DType pool) {
+        CpuNative nat = kernels();
+        Random r = new Random(heads * 31 + d);
+        int[] lengths = {1, 17, 64, 65, 130, 200, 3};
+        int rows = lengths.length, pageSize = 16, kvRow = kvHeads * d;
+        int maxPages = (200 + pageSize - 1) / pageSize, pages = rows * maxPages + 3;
+        float[] q = gaussian(r, rows * heads * d, 1), k = gaussian(r, pages * pageSize * kvRow, 1), v = gaussian(r, pages * pageSize * kvRow, 1);
+        int[] table = new int[rows * maxPages];
+        java.util.List<Integer> ids = new java.util.ArrayList<>();
+        for (int i = 0; i < pages; i++) ids.add(i);
+        java.util.Collections.shuffle(ids, r);
+        for (int i = 0; i < table.length; i++) table[i] = ids.get(i);
+        float[][] got = new float[2][];
+        for (int run = 0; run < 2; run++) {
+            try (CpuBackend be = new CpuBackend(2, null, run == 0 ? null : nat)) {
+                Buffer qb = be.allocate(DType.F32, q.length), out = be.allocate(DType.F32, q.length);
+                Buffer kb = be.allocate(pool, k.length), vb = be.allocate(pool, v.length);
+                Buffer tb = be.allocate(DType.I32, table.length), lb = be.allocate(DType.I32, rows);
+                be.copyIn(qb, MemorySegment.ofArray(q));
+                be.copyIn(kb, MemorySegment.ofArray(pool == DType.F32 ? MemorySegment.ofArray(k).toArray(ValueLayout.JAVA_BYTE) : Blocks.encode(pool, k, 0, k.length)));
+                be.copyIn(vb, MemorySegment.ofArray(pool == DType.F32 ? MemorySegment.ofArray(v).toArray(ValueLayout.JAVA_BYTE) : Blocks.encode(pool, v, 0, v.length)));
+                be.copyIn(tb, MemorySegment.ofArray(table));
+                be.copyIn(lb, MemorySegment.ofArray(lengths));
+                be.run(new Op.PagedAttention(qb, kb, vb, tb, lb, out, rows, heads, kvHeads, d, pageSize, maxPages));
+                got[run] = new float[q.length];
+                be.copyOut(out, MemorySegment.ofArray(got[run]));
+            }
+        }
+        for (int i = 0; i < q.length; i++) {
+            assertEquals(Float.floatToRawIntBits(got[0][i]), Float.floatToRawIntBits(got[1][i]),
+                    pool + " heads " + heads + "/" + kvHeads + " d " + d + " element " + i + ": " + got[0][i] + " vs " + got[1][i]);
+        }
+        // The native rows did run (they may decline shapes past their scratch, which would make this test vacuous).
+        java.util.concurrent.atomic.AtomicInteger ran = new java.util.concurrent.atomic.AtomicInteger();
+        dev.crucible.cpu.kernels.PagedAttention.RowKernel rows0 = nat.attentionRows();
+        float[] direct = new float[q.length];
+        dev.crucible.cpu.kernels.PagedAttention.forward(Parallel.SERIAL, MemorySegment.ofArray(q),
+                MemorySegment.ofArray(pool == DType.F32 ? MemorySegment.ofArray(k).toArray(ValueLayout.JAVA_BYTE) : Blocks.encode(pool, k, 0, k.length)),
+                MemorySegment.ofArray(pool == DType.F32 ? MemorySegment.ofArray(v).toArray(ValueLayout.JAVA_BYTE) : Blocks.encode(pool, v, 0, v.length)),
+                MemorySegment.ofArray(table), MemorySegment.ofArray(lengths), MemorySegment.ofArray(direct), rows, heads,
+                kvHeads, d, pageSize, maxPages, pages, pool == DType.F16,
+                (a, b, c, h, t, tr, l, r0, n, o, hs, kv, kh, dd, ps, sc) -> {
+                    boolean done = rows0.rows(a, b, c, h, t, tr, l, r0, n, o, hs, kv, kh, dd, ps, sc);
+                    if (done) ran.incrementAndGet();
+                    return done;
+                });
+        assertEquals(rows * kvHeads, ran.get(), "every (sequence, KV head) block ran natively");
+        for (int i = 0; i < q.length; i++) assertEquals(Float.floatToRawIntBits(got[0][i]), Float.floatToRawIntBits(direct[i]), "element " + i);
+    }
+
     @Test
     void aRowAloneAndInAStepOfManyGiveTheSameBitsOnAnyThreadCount() {
         CpuNative nat = kernels();
