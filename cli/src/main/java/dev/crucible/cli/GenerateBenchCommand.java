@@ -125,10 +125,13 @@ final class GenerateBenchCommand implements Callable<Integer> {
         String kernels = dev.crucible.cpu.ffi.CpuNative.status();
         if (t != DType.Q4_0 && t != DType.Q8_0) return kernels;
         String setting = t == DType.Q4_0 ? "CRUCIBLE_Q4" : "CRUCIBLE_Q8";
-        return kernels + "\n" + (cpu.decodeActivationsInt8(t)
-                ? t + " decode matmuls on 8-bit activations, as llama.cpp's (" + setting + "=f32 keeps exact f32 activations; see docs/serving.md)"
-                : t + " decode matmuls on exact f32 activations (" + setting + "=f32, or "
-                        + (t == DType.Q8_0 ? "no native kernels)" : "neither native kernels nor AVX-512BW)"));
+        boolean nat = cpu.nativeKernels() != null;
+        if (!cpu.decodeActivationsInt8(t)) {
+            return kernels + "\n" + t + " matmuls on exact f32 activations (" + setting + "=f32, or "
+                    + (t == DType.Q8_0 ? "no native kernels)" : "neither native kernels nor AVX-512BW)");
+        }
+        return kernels + "\n" + t + (nat ? " matmuls (prefill and decode)" : " decode matmuls") + " on 8-bit activations, as llama.cpp's ("
+                + setting + "=f32 keeps exact f32 activations; see docs/serving.md)";
     }
 
     private int run(Llama m) {
