@@ -14,10 +14,6 @@ import java.lang.foreign.SymbolLookup;
 import java.lang.invoke.MethodHandle;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
-import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
-import java.util.HexFormat;
 
 import static java.lang.foreign.ValueLayout.ADDRESS;
 import static java.lang.foreign.ValueLayout.JAVA_FLOAT;
@@ -141,9 +137,10 @@ public final class CpuNative {
     }
 
     /**
-     * Copies the library out of the jar (FFM loads files) to {@code java.io.tmpdir/crucible-native-HASH/}, named by
-     * its content, so processes share one copy and a new build never overwrites a library another JVM has loaded.
-     * Null when the jar has none.
+     * Copies the library out of the jar (FFM loads files) into a directory of this process's own
+     * ({@code java.io.tmpdir/crucible-native-…}, created private to this user), removed when the JVM exits. A
+     * shared, predictable path would let another user of the machine plant a library there first. Null when the jar
+     * has none.
      */
     private static Path extract() throws IOException {
         byte[] bytes;
@@ -151,19 +148,11 @@ public final class CpuNative {
             if (in == null) return null;
             bytes = in.readAllBytes();
         }
-        String hash;
-        try {
-            hash = HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(bytes), 0, 8);
-        } catch (NoSuchAlgorithmException e) {
-            throw new IOException(e);
-        }
-        Path dir = Path.of(System.getProperty("java.io.tmpdir"), "crucible-native-" + hash);
+        Path dir = Files.createTempDirectory("crucible-native-");
         Path file = dir.resolve("libcrucible_cpu.so");
-        if (Files.isRegularFile(file) && Files.size(file) == bytes.length) return file;
-        Files.createDirectories(dir);
-        Path tmp = Files.createTempFile(dir, "lib", ".tmp");
-        Files.write(tmp, bytes);
-        Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        Files.write(file, bytes);
+        dir.toFile().deleteOnExit(); // registered first, so it runs after the file's
+        file.toFile().deleteOnExit();
         return file;
     }
 
@@ -171,9 +160,9 @@ public final class CpuNative {
     public static final String Q8_PROPERTY = "crucible.q8", Q8_ENV = "CRUCIBLE_Q8";
 
     /**
-     * Whether Q8_0 decode matmuls quantize their activations to 8 bits and take these kernels: {@code int8} (the
-     * default) when the kernels are loaded; {@code f32} never (the Java f32 path, activations exact). Anything else
-     * is an error naming the setting.
+     * Whether Q8_0 matmuls quantize their activations to 8 bits and take these kernels: {@code int8} (the default)
+     * when the kernels are loaded; {@code f32} never (the Java f32 path, activations exact). Anything else is an
+     * error naming the setting.
      */
     public static boolean q8Int() {
         String v = System.getProperty(Q8_PROPERTY, System.getenv(Q8_ENV));
