@@ -42,6 +42,11 @@ import java.util.WeakHashMap;
  * uses OpenBLAS only with {@code CRUCIBLE_BLAS=on} (or {@code -Dcrucible.blas=on}); {@code new CpuBackend(threads)}
  * never does. Skinny products (fewer than {@link #BLAS_MIN_ROWS} rows, e.g. single-token decode) always use the
  * Java kernels: per-call overhead and OpenBLAS's small-M paths made decode an order of magnitude slower there.
+ *
+ * <p>Where they were built and the CPU can run them, native kernels ({@link CpuNative}, C through FFM, on by default:
+ * {@code CRUCIBLE_NATIVE}) take the inference-shaped ops: matmuls on stored Q4_0/Q8_0 weights (8-bit activations,
+ * AVX-512 VNNI), decode rows on float weights and decode attention (the last two with the Java kernels' bits).
+ * Every row's bits stay independent of the thread count and of what else shares a call.
  */
 public final class CpuBackend extends HostBackend {
 
