@@ -101,4 +101,49 @@ class WeightMatmulTest {
             }
         }
     }
+
+    /**
+     * Q4_0 and Q8_0 matmuls on 8-bit activations (Q4Int, or the native kernels), decode-sized and prefill-sized:
+     * within NMSE 1e-4 of the exact product of the decoded weights, with a trace of the rounding (so the integer path
+     * did run); and new weights copied into the same buffer are followed (the rearranged copy is dropped).
+     */
+    @ParameterizedTest(name = "{0} m={1}")
+    @org.junit.jupiter.params.provider.CsvSource({"Q4_0, 1", "Q4_0, 3", "Q4_0, 31", "Q4_0, 40", "Q8_0, 1", "Q8_0, 4", "Q8_0, 31", "Q8_0, 40"})
+    void quantizedMatmulsOn8BitActivationsAreCloseAndFollowNewWeights(DType type, int m) {
+        Random r = new Random(m);
+        int n = 70, k = 1056;
+        try (CpuBackend be = new CpuBackend(2)) {
+            org.junit.jupiter.api.Assumptions.assumeTrue(be.decodeActivationsInt8(type),
+                    type + " matmuls run on exact f32 activations here (CRUCIBLE_Q4/Q8=f32, or no native kernels / AVX-512BW)");
+            org.junit.jupiter.api.Assumptions.assumeTrue(m < 32 || be.nativeKernels() != null, "prefill on 8-bit activations needs the native kernels");
+            Buffer b = be.allocate(type, (long) n * k), a = be.allocate(DType.F32, (long) m * k);
+            Buffer c = be.allocate(DType.F32, (long) m * n);
+            float[] x = new float[m * k];
+            for (int i = 0; i < x.length; i++) x[i] = (float) r.nextGaussian();
+            be.copyIn(a, MemorySegment.ofArray(x));
+            for (int round = 0; round < 2; round++) { // round 1 writes other weights into the same buffer
+                float[] w = new float[n * k];
+                for (int i = 0; i < w.length; i++) w[i] = (float) (r.nextGaussian() * 0.05);
+                byte[] enc = Blocks.encode(type, w, 0, w.length);
+                be.copyIn(b, MemorySegment.ofArray(enc));
+                be.run(new Op.MatMul(a, b, c, m, n, k, false, true, false));
+                float[] got = new float[m * n];
+                be.copyOut(c, MemorySegment.ofArray(got));
+                float[] dec = new float[n * k];
+                Blocks.decode(type, MemorySegment.ofArray(enc), 0, n * k, dec, 0);
+                double err = 0, ref = 0;
+                for (int i = 0; i < m; i++) {
+                    for (int j = 0; j < n; j++) {
+                        double s = 0;
+                        for (int p = 0; p < k; p++) s += (double) x[i * k + p] * dec[j * k + p];
+                        err += (s - got[i * n + j]) * (s - got[i * n + j]);
+                        ref += s * s;
+                    }
+                }
+                double nmse = err / ref;
+                org.junit.jupiter.api.Assertions.assertTrue(nmse < 1e-4, type + " round " + round + " nmse " + nmse);
+                org.junit.jupiter.api.Assertions.assertTrue(nmse > 1e-9, "8-bit activations leave a trace (nmse " + nmse + "): was the integer path used?");
+            }
+        }
+    }
 }

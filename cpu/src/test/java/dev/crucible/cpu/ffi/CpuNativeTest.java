@@ -298,41 +298,6 @@ class CpuNativeTest {
         }
     }
 
-    @ParameterizedTest
-    @ValueSource(ints = {1, 4, 31})
-    void theBackendsQ8MatmulIsCloseToTheExactProduct(int m) {
-        kernels();
-        assumeTrue(CpuNative.q8Int(), "CRUCIBLE_Q8=f32");
-        Random r = new Random(m);
-        int n = 70, k = 1056;
-        float[] w = gaussian(r, n * k, 0.05), x = gaussian(r, m * k, 1);
-        try (CpuBackend be = new CpuBackend(2)) {
-            assertTrue(be.nativeKernels() != null, "the backend picks the kernels up");
-            Buffer b = be.allocate(DType.Q8_0, (long) n * k), a = be.allocate(DType.F32, (long) m * k);
-            Buffer c = be.allocate(DType.F32, (long) m * n);
-            be.copyIn(a, MemorySegment.ofArray(x));
-            byte[] enc = Blocks.encode(DType.Q8_0, w, 0, w.length);
-            be.copyIn(b, MemorySegment.ofArray(enc));
-            be.run(new Op.MatMul(a, b, c, m, n, k, false, true, false));
-            float[] got = new float[m * n];
-            be.copyOut(c, MemorySegment.ofArray(got));
-            float[] dec = new float[n * k];
-            Blocks.decode(DType.Q8_0, MemorySegment.ofArray(enc), 0, n * k, dec, 0);
-            double err = 0, ref = 0;
-            for (int i = 0; i < m; i++) {
-                for (int j = 0; j < n; j++) {
-                    double s = 0;
-                    for (int p = 0; p < k; p++) s += (double) x[i * k + p] * dec[j * k + p];
-                    err += (s - got[i * n + j]) * (s - got[i * n + j]);
-                    ref += s * s;
-                }
-            }
-            double nmse = err / ref;
-            assertTrue(nmse < 1e-4, "nmse " + nmse);
-            assertTrue(nmse > 1e-9, "8-bit activations leave a trace (nmse " + nmse + "): were the kernels used?");
-        }
-    }
-
     @Test
     void settingsAreCheckedWithOneClearMessage() throws Exception {
         assertNull(CpuNative.load("off").kernels());
