@@ -95,7 +95,10 @@ INLINE void store(float *c, float v, int32_t accumulate) { *c = accumulate ? *c 
 #define PACK_Q8 544
 /* Activation rows per tile of a many-row call (prefill): 16 rows' lane sums are 16 KB. */
 #define PACK_TILE_M 16
-/* Blocks ahead to prefetch: one core's streams reached ~9-12 GB/s without it, ~15-16 with it (seventh session). */
+/*
+ * How far ahead of a packed block to prefetch (16 Q4_0 records, about 8 Q8_0 ones): one core's stream reached
+ * ~9-12 GB/s without it, ~15-16 with it (seventh session).
+ */
 #define PREFETCH_BYTES (16 * PACK_Q4)
 
 /* Packs row groups [g0, g1) of the n×k matrix w (GGUF Q4_0 if q4, else Q8_0) into out (group g at g·(k/32)·record). */
@@ -297,12 +300,9 @@ KERNEL INLINE float tree_sum(__m512 v) {
  * R weight rows (at wr[0…R-1]) against T activation rows (x, k apart): R·T results, out[r·T + t]. Each row's bytes
  * are prefetched FLOAT_PREFETCH bytes ahead, which runs on into the row that follows it in its stream.
  */
-#ifndef FLOAT_PREFETCH
 #define FLOAT_PREFETCH 1536
-#endif
-#ifndef FLOAT_STREAMS
+/* One activation row: weight rows per step, one from each part of a call's range (1, 2 or 4 measured alike). */
 #define FLOAT_STREAMS 2
-#endif
 KERNEL INLINE void float_tile(const uint8_t *const *wr, int type, int R, const float *x, int T, int32_t k,
                               float *out) {
     __m512 acc[16];
