@@ -24,35 +24,72 @@
  *
  * Built by cpu/src/main/c/build.sh with -ffp-contract=off, so the compiler fuses no multiply-add the contract
  * does not name. Functions carry their own target attributes: the library loads on any x86-64 CPU, and
- * crucible_cpu_supported() says whether the kernels may be called.
+ * crucible_cpu_level() says which kernels may be called.
  */
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
 
 #define KERNEL __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
+#define KERNEL2 __attribute__((target("avx2,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline))
 
 /* The version of this interface; CpuNative refuses a library with another one. */
-int32_t crucible_cpu_abi(void) { return 6; }
+int32_t crucible_cpu_abi(void) { return 7; }
 
-/* 1 when this CPU has every instruction the kernels use. */
-int32_t crucible_cpu_supported(void) {
+/*
+ * What this CPU can run: 2 = every kernel (AVX-512 with VNNI); 1 = the quantized matmuls only, in their AVX2 form
+ * (crucible_quantize and crucible_packed_matmul with avx2 = 1: the same bits, 256-bit vectors, VPMADDUBSW/VPMADDWD
+ * instead of VPDPBUSD); 0 = none.
+ */
+int32_t crucible_cpu_level(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
         && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("f16c")
-        && __builtin_cpu_supports("fma");
+        && __builtin_cpu_supports("fma")) {
+        return 2;
+    }
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") ? 1 : 0;
 }
 
 /* 1.5·2^23: v + R − R rounds v to an integer, ties to even, for |v| < 2^22 (Q4Int.ROUNDER). */
 #define ROUNDER 12582912.0f
 
+/* crucible_quantize in plain C (for CPUs below AVX-512): the same f32 steps, so the same values. */
+static void quantize_plain(const float *x, int32_t k, int32_t nbPad, int8_t *q, float *d, int32_t *s) {
+    int32_t nb = k / 32;
+    for (int32_t b = 0; b < nbPad; b++) {
+        if (b >= nb) {
+            memset(q + 32 * b, 0, 32);
+            d[b] = 0.0f;
+            s[b] = 0;
+            continue;
+        }
+        float amax = 0.0f;
+        for (int i = 0; i < 32; i++) {
+            float a = __builtin_fabsf(x[32 * b + i]);
+            amax = a > amax ? a : amax;
+        }
+        float db = amax / 127.0f, id = db == 0.0f ? 0.0f : 1.0f / db;
+        int32_t sum = 0;
+        for (int i = 0; i < 32; i++) {
+            float v = x[32 * b + i] * id;
+            v = v + ROUNDER;
+            v = v - ROUNDER;
+            q[32 * b + i] = (int8_t) (int32_t) v;
+            sum += (int32_t) v;
+        }
+        d[b] = db;
+        s[b] = sum;
+    }
+}
+
 /*
  * Quantizes x[0..k) (k a multiple of 32) into nbPad ≥ k/32 blocks: q (nbPad·32 int8, block b at q[32b … 32b+31]),
- * d (nbPad f32 scales), s (nbPad int32: Σ q per block). Blocks past k/32 are zero.
+ * d (nbPad f32 scales), s (nbPad int32: Σ q per block). Blocks past k/32 are zero. avx2 = 1: the plain-C form.
  */
-KERNEL void crucible_quantize(const float *x, int32_t k, int32_t nbPad, int8_t *q, float *d, int32_t *s) {
+KERNEL static void quantize_avx512(const float *x, int32_t k, int32_t nbPad, int8_t *q, float *d, int32_t *s) {
     int32_t nb = k / 32;
     const __m512 rounder = _mm512_set1_ps(ROUNDER);
     for (int32_t b = 0; b < nbPad; b++) {
@@ -74,6 +111,12 @@ KERNEL void crucible_quantize(const float *x, int32_t k, int32_t nbPad, int8_t *
         d[b] = db;
         s[b] = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
     }
+}
+
+/* The entry points below are compiled for the baseline x86-64 and call the forms the CPU can run. */
+void crucible_quantize(int32_t avx2, const float *x, int32_t k, int32_t nbPad, int8_t *q, float *d, int32_t *s) {
+    if (avx2) quantize_plain(x, k, nbPad, q, d, s);
+    else quantize_avx512(x, k, nbPad, q, d, s);
 }
 
 INLINE void store(float *c, float v, int32_t accumulate) { *c = accumulate ? *c + v : v; }
@@ -102,7 +145,7 @@ INLINE void store(float *c, float v, int32_t accumulate) { *c = accumulate ? *c 
 #define PREFETCH_BYTES (16 * PACK_Q4)
 
 /* Packs row groups [g0, g1) of the n×k matrix w (GGUF Q4_0 if q4, else Q8_0) into out (group g at g·(k/32)·record). */
-KERNEL void crucible_pack(int32_t q4, const uint8_t *w, int32_t n, int32_t k, int32_t g0, int32_t g1, uint8_t *out) {
+void crucible_pack(int32_t q4, const uint8_t *w, int32_t n, int32_t k, int32_t g0, int32_t g1, uint8_t *out) {
     int32_t nb = k / 32, rec = q4 ? PACK_Q4 : PACK_Q8, bsz = q4 ? 18 : 34, vecs = q4 ? 4 : 8;
     for (int32_t g = g0; g < g1; g++) {
         uint8_t *o = out + (int64_t) g * nb * rec;
@@ -248,12 +291,103 @@ KERNEL INLINE void packed_matmul(int q4, const uint8_t *p, int32_t n, int32_t k,
     }
 }
 
-/* packed_matmul on Q4_0 (q4 = 1) or Q8_0 (q4 = 0) records, each compiled with its own loops. */
-KERNEL void crucible_packed_matmul(int32_t q4, const uint8_t *p, int32_t n, int32_t k, int32_t g0, int32_t g1,
-                                   int32_t m, const int8_t *xq, const float *xd, const int32_t *xs, int32_t nbPad,
-                                   float *acc, float *c, int64_t ldc, int32_t accumulate) {
+/*
+ * The AVX2 form of packed_matmul, for CPUs without AVX-512 VNNI: each record's 16 rows as two halves of 8 lanes;
+ * a block sum through VPMADDUBSW (pairs of byte products into 16 bits) and VPMADDWD (pairs into 32): Q4_0 as the
+ * nibbles (at most 15·127·2 per pair, no saturation), Q8_0 as |w| against q with w's sign (at most 128·127·2), so
+ * every integer sum is the same as VPDPBUSD's. The f32 steps are the same per lane: the same bits. All activation
+ * rows keep their 16×16 lane sums in acc (16 registers per row would not fit in AVX2's 16).
+ */
+KERNEL2 INLINE __m256i block_sum_avx2(int q4, const uint8_t *pb, int half, const int8_t *xb, int32_t xsum) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i a = _mm256_setzero_si256();
+    if (q4) {
+        const __m256i low = _mm256_set1_epi8(0x0f);
+        for (int q = 0; q < 4; q++) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *) (pb + q * 64 + half * 32));
+            __m256i lo = _mm256_and_si256(raw, low), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+            a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(load32(xb + 4 * q))), ones));
+            a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(hi, _mm256_set1_epi32(load32(xb + 16 + 4 * q))), ones));
+        }
+        return _mm256_sub_epi32(a, _mm256_set1_epi32(8 * xsum));
+    }
+    const __m256i flip = _mm256_set1_epi8((char) 0x80);
+    for (int q = 0; q < 8; q++) {
+        __m256i w = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *) (pb + q * 64 + half * 32)), flip); /* int8 */
+        __m256i x = _mm256_sign_epi8(_mm256_set1_epi32(load32(xb + 4 * q)), w);
+        a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), x), ones));
+    }
+    return a;
+}
+
+KERNEL2 INLINE void packed_matmul_avx2(int q4, const uint8_t *p, int32_t n, int32_t k, int32_t g0, int32_t g1,
+                                       int32_t m, const int8_t *xq, const float *xd, const int32_t *xs, int32_t nbPad,
+                                       float *acc, float *c, int64_t ldc, int32_t accumulate) {
+    int32_t nb = k / 32, rec = q4 ? PACK_Q4 : PACK_Q8;
+    float out[16];
+    for (int32_t g = g0; g < g1; g++) {
+        const uint8_t *pg = p + (int64_t) g * nb * rec;
+        for (int32_t i0 = 0; i0 < m; i0 += PACK_TILE_M) {
+            int32_t mt = m - i0 < PACK_TILE_M ? m - i0 : PACK_TILE_M;
+            memset(acc, 0, (size_t) mt * 256 * sizeof(float));
+            for (int32_t b = 0; b < nb; b++) {
+                const uint8_t *pb = pg + (int64_t) b * rec;
+                for (int i = 0; i < rec; i += 64) _mm_prefetch((const char *) (pb + PREFETCH_BYTES + i), _MM_HINT_T0);
+                for (int half = 0; half < 2; half++) {
+                    __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (pb + (q4 ? 256 : 512) + 16 * half)));
+                    for (int32_t i = 0; i < mt; i++) {
+                        int64_t row = i0 + i;
+                        __m256i sum = block_sum_avx2(q4, pb, half, xq + row * nbPad * 32 + (int64_t) b * 32,
+                                                     xs[row * nbPad + b]);
+                        __m256 dd = _mm256_mul_ps(dw, _mm256_set1_ps(xd[row * nbPad + b]));
+                        float *ai = acc + (int64_t) i * 256 + (b % 16) * 16 + half * 8;
+                        _mm256_storeu_ps(ai, _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), dd, _mm256_loadu_ps(ai)));
+                    }
+                }
+            }
+            for (int32_t i = 0; i < mt; i++) {
+                float *ai = acc + (int64_t) i * 256;
+                for (int32_t pad = nb; pad < nbPad; pad++) {
+                    for (int half = 0; half < 2; half++) {
+                        float *v = ai + (pad % 16) * 16 + half * 8;
+                        _mm256_storeu_ps(v, _mm256_add_ps(_mm256_loadu_ps(v), _mm256_setzero_ps()));
+                    }
+                }
+                for (int half = 0; half < 2; half++) {
+                    __m256 sv = _mm256_loadu_ps(ai + half * 8);
+                    for (int l = 1; l < 16; l++) sv = _mm256_add_ps(sv, _mm256_loadu_ps(ai + l * 16 + half * 8));
+                    _mm256_storeu_ps(out + half * 8, sv);
+                }
+                for (int l = 0; l < 16 && g * 16 + l < n; l++)
+                    store(c + (i0 + i) * ldc + g * 16 + l, out[l], accumulate);
+            }
+        }
+    }
+}
+
+/*
+ * packed_matmul on Q4_0 (q4 = 1) or Q8_0 (q4 = 0) records, each compiled with its own loops; avx2 = 1 for the
+ * AVX2 form (acc then holds m·256 floats of scratch, or PACK_TILE_M·256 if fewer, for one activation row too).
+ */
+KERNEL static void packed_avx512(int32_t q4, const uint8_t *p, int32_t n, int32_t k, int32_t g0, int32_t g1, int32_t m,
+                                 const int8_t *xq, const float *xd, const int32_t *xs, int32_t nbPad, float *acc,
+                                 float *c, int64_t ldc, int32_t accumulate) {
     if (q4) packed_matmul(1, p, n, k, g0, g1, m, xq, xd, xs, nbPad, acc, c, ldc, accumulate);
     else packed_matmul(0, p, n, k, g0, g1, m, xq, xd, xs, nbPad, acc, c, ldc, accumulate);
+}
+
+KERNEL2 static void packed_avx2(int32_t q4, const uint8_t *p, int32_t n, int32_t k, int32_t g0, int32_t g1, int32_t m,
+                                const int8_t *xq, const float *xd, const int32_t *xs, int32_t nbPad, float *acc,
+                                float *c, int64_t ldc, int32_t accumulate) {
+    if (q4) packed_matmul_avx2(1, p, n, k, g0, g1, m, xq, xd, xs, nbPad, acc, c, ldc, accumulate);
+    else packed_matmul_avx2(0, p, n, k, g0, g1, m, xq, xd, xs, nbPad, acc, c, ldc, accumulate);
+}
+
+void crucible_packed_matmul(int32_t avx2, int32_t q4, const uint8_t *p, int32_t n, int32_t k, int32_t g0, int32_t g1,
+                            int32_t m, const int8_t *xq, const float *xd, const int32_t *xs, int32_t nbPad, float *acc,
+                            float *c, int64_t ldc, int32_t accumulate) {
+    if (avx2) packed_avx2(q4, p, n, k, g0, g1, m, xq, xd, xs, nbPad, acc, c, ldc, accumulate);
+    else packed_avx512(q4, p, n, k, g0, g1, m, xq, xd, xs, nbPad, acc, c, ldc, accumulate);
 }
 
 /*

@@ -121,7 +121,7 @@ public final class CpuBackend extends HostBackend {
         this.q4Int = Q4Int.enabled() || (nat != null && Q4Int.enabledSetting());
         this.nat = nat;
         this.q8Int = CpuNative.q8Int() && nat != null; // the setting is checked even where it cannot apply
-        this.attentionRows = nat == null ? null : nat.attentionRows();
+        this.attentionRows = nat == null || !nat.full() ? null : nat.attentionRows();
         this.pool = new WorkerPool(threads);
         this.blas = blas;
     }
@@ -257,7 +257,7 @@ public final class CpuBackend extends HostBackend {
         DType bType = o.b().type();
         boolean skinny = o.m() < MatMul.SKINNY_M && o.transB() && !o.transA();
         boolean floats = bType == DType.F16 || bType == DType.BF16 || bType == DType.F32 && (blas == null || o.m() < BLAS_MIN_ROWS);
-        if (skinny && nat != null && floats) {
+        if (skinny && nat != null && nat.full() && floats) {
             nat.matmulFloat(pool, bType, a, b, c, o.m(), o.n(), o.k(), o.accumulate()); // the Java kernels' bits
             return;
         }

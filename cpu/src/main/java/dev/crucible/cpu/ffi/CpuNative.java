@@ -49,21 +49,39 @@ public final class CpuNative {
     static final String RESOURCE = "/dev/crucible/cpu/ffi/linux-x86_64/libcrucible_cpu.so";
 
     /** The interface version this class speaks (crucible_cpu_abi()). */
-    static final int ABI = 6;
+    static final int ABI = 7;
 
     private final String source;
     private final MethodHandle quantize, pack, packedMatmul, floatMatmul, pagedRows;
+    /** The AVX2 forms only (a CPU without AVX-512 VNNI): quantized matmuls, no float rows or attention. */
+    private final boolean avx2;
 
-    private CpuNative(String source, SymbolLookup lib) {
+    /** The same library, its AVX2 forms only: what a CPU without AVX-512 VNNI gets (tests compare the two). */
+    CpuNative avx2Form() {
+        return new CpuNative(this, true);
+    }
+
+    private CpuNative(CpuNative other, boolean avx2) {
+        this.source = other.source;
+        this.quantize = other.quantize;
+        this.pack = other.pack;
+        this.packedMatmul = other.packedMatmul;
+        this.floatMatmul = other.floatMatmul;
+        this.pagedRows = other.pagedRows;
+        this.avx2 = avx2;
+    }
+
+    private CpuNative(String source, SymbolLookup lib, boolean avx2) {
+        this.avx2 = avx2;
         Linker linker = Linker.nativeLinker();
         this.source = source;
         Linker.Option critical = Linker.Option.critical(true);
         this.quantize = linker.downcallHandle(lib.findOrThrow("crucible_quantize"), FunctionDescriptor.ofVoid(
-                ADDRESS, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS), critical);
+                JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS), critical);
         this.pack = linker.downcallHandle(lib.findOrThrow("crucible_pack"), FunctionDescriptor.ofVoid(
                 JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS), critical);
         this.packedMatmul = linker.downcallHandle(lib.findOrThrow("crucible_packed_matmul"), FunctionDescriptor.ofVoid(
-                JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS, JAVA_INT,
+                JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS, JAVA_INT,
                 ADDRESS, ADDRESS, JAVA_LONG, JAVA_INT), critical);
         this.floatMatmul = linker.downcallHandle(lib.findOrThrow("crucible_float_matmul"), FunctionDescriptor.ofVoid(
                 ADDRESS, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, JAVA_LONG, JAVA_INT), critical);
@@ -126,10 +144,17 @@ public final class CpuNative {
             SymbolLookup lib = SymbolLookup.libraryLookup(file, Arena.global());
             Linker linker = Linker.nativeLinker();
             int abi = (int) linker.downcallHandle(lib.findOrThrow("crucible_cpu_abi"), FunctionDescriptor.of(JAVA_INT)).invokeExact();
-            int ok = (int) linker.downcallHandle(lib.findOrThrow("crucible_cpu_supported"), FunctionDescriptor.of(JAVA_INT)).invokeExact();
-            if (abi != ABI) why = "native kernels at " + file + " speak interface " + abi + ", not " + ABI;
-            else if (ok == 0) why = "this CPU lacks AVX-512 VNNI, which the native kernels need";
-            else return new Loaded(new CpuNative(file.toString(), lib), "native kernels (AVX-512 VNNI) from " + file);
+            if (abi != ABI) {
+                why = "native kernels at " + file + " speak interface " + abi + ", not " + ABI;
+            } else {
+                int level = (int) linker.downcallHandle(lib.findOrThrow("crucible_cpu_level"), FunctionDescriptor.of(JAVA_INT)).invokeExact();
+                if (level == 2) return new Loaded(new CpuNative(file.toString(), lib, false), "native kernels (AVX-512 VNNI) from " + file);
+                if (level == 1) {
+                    return new Loaded(new CpuNative(file.toString(), lib, true),
+                            "native kernels (AVX2: the Q4_0/Q8_0 matmuls; no AVX-512 VNNI for the rest) from " + file);
+                }
+                why = "this CPU has neither AVX-512 VNNI nor AVX2, which the native kernels need";
+            }
         } catch (Throwable t) { // not loadable: wrong architecture, missing symbols, native access denied
             why = "native kernels at " + file + " did not load (" + t.getMessage() + ")";
         }
@@ -175,6 +200,12 @@ public final class CpuNative {
     /** Where the library was loaded from. */
     public String source() { return source; }
 
+    /**
+     * Whether every kernel here can run (AVX-512 VNNI): float decode rows and decode attention too. False: the
+     * quantized matmuls only, in their AVX2 form.
+     */
+    public boolean full() { return !avx2; }
+
     /** Blocks of 32 a row is quantized into: whole groups of 32 blocks (the kernels' padding; see crucible_cpu.c). */
     public static int paddedBlocks(int k) {
         return (k / 32 + 31) / 32 * 32;
@@ -187,7 +218,7 @@ public final class CpuNative {
     public void quantize(MemorySegment x, int k, int nbPad, MemorySegment q, MemorySegment d, MemorySegment s) {
         if (k % 32 != 0 || nbPad < k / 32) throw new IllegalArgumentException("k " + k + ", blocks " + nbPad);
         try {
-            quantize.invokeExact(x, k, nbPad, q, d, s);
+            quantize.invokeExact(avx2 ? 1 : 0, x, k, nbPad, q, d, s);
         } catch (Throwable t) {
             throw rethrow(t);
         }
@@ -261,9 +292,10 @@ public final class CpuNative {
         int groups = w.groups(), perTask = n >= 4096 ? 16 : 4; // 256 or 64 rows per task
         par.forEach(Parallel.chunks(groups, perTask), t -> {
             int g0 = t * perTask, g1 = Math.min(groups, g0 + perTask);
-            MemorySegment acc = m > 1 ? MemorySegment.ofArray(new float[m * 256]) : MemorySegment.NULL;
+            // lane sums of up to 16 activation rows (PACK_TILE_M), unless one row keeps them in registers (AVX-512)
+            MemorySegment acc = m > 1 || avx2 ? MemorySegment.ofArray(new float[Math.min(m, 16) * 256]) : MemorySegment.NULL;
             try {
-                packedMatmul.invokeExact(q4, w.seg(), n, k, g0, g1, m, x.q, x.d, x.s, x.nbPad, acc, c, (long) n, accumulate ? 1 : 0);
+                packedMatmul.invokeExact(avx2 ? 1 : 0, q4, w.seg(), n, k, g0, g1, m, x.q, x.d, x.s, x.nbPad, acc, c, (long) n, accumulate ? 1 : 0);
             } catch (Throwable e) {
                 throw rethrow(e);
             }
@@ -276,6 +308,7 @@ public final class CpuNative {
      */
     public void matmulFloat(Parallel par, DType type, MemorySegment a, MemorySegment w,
                             MemorySegment c, int m, int n, int k, boolean accumulate) {
+        if (avx2) throw new IllegalStateException("float decode rows need AVX-512 (full())");
         int code = switch (type) {
             case F32 -> 0;
             case F16 -> 1;
@@ -301,6 +334,7 @@ public final class CpuNative {
      * bounds-checked by the Java kernel before any block runs (PagedAttention.validate).
      */
     public PagedAttention.RowKernel attentionRows() {
+        if (avx2) throw new IllegalStateException("decode attention needs AVX-512 (full())");
         return (q, kPool, vPool, half, table, tableRow, len, r0, n, out, heads, kvHeads, kh, d, pageSize, scale) -> {
             try {
                 return (int) pagedRows.invokeExact(q, kPool, vPool, half ? 1 : 0,

@@ -163,6 +163,53 @@ class CpuNativeTest {
         }
     }
 
+    /** The AVX2 forms (a CPU without AVX-512 VNNI runs them) give the AVX-512 forms' bits: quantizer and matmuls. */
+    @ParameterizedTest
+    @ValueSource(ints = {1, 3, 17, 40})
+    void theAvx2FormsGiveTheSameBits(int m) {
+        CpuNative nat = kernels(), avx2 = nat.avx2Form();
+        assertTrue(nat.full() && !avx2.full());
+        Random r = new Random(300 + m);
+        int n = 37;
+        for (DType type : new DType[] {DType.Q4_0, DType.Q8_0}) {
+            for (int k : new int[] {32, 96, 544, 768, 1056, 2048}) {
+                float[] w = gaussian(r, n * k, 0.05), x = gaussian(r, m * k, 1), base = gaussian(r, m * n, 1);
+                for (int i = 0; i < k; i += 7) x[i] *= 20;
+                MemorySegment stored = MemorySegment.ofArray(Blocks.encode(type, w, 0, w.length));
+                CpuNative.Packed p = nat.pack(Parallel.SERIAL, type, stored, n, k);
+                for (boolean acc : new boolean[] {false, true}) {
+                    float[] a = base.clone(), b = base.clone();
+                    nat.matmulPacked(Parallel.SERIAL, MemorySegment.ofArray(x), p, MemorySegment.ofArray(a), m, n, k, acc);
+                    avx2.matmulPacked(Parallel.SERIAL, MemorySegment.ofArray(x), p, MemorySegment.ofArray(b), m, n, k, acc);
+                    for (int i = 0; i < m * n; i++) {
+                        assertEquals(Float.floatToRawIntBits(a[i]), Float.floatToRawIntBits(b[i]),
+                                type + " k " + k + " m " + m + " accumulate " + acc + " element " + i + ": " + a[i] + " vs " + b[i]);
+                    }
+                }
+            }
+        }
+        // Extremes for the 16-bit pair sums (no saturation): weights at ±127 and ±8 steps, activations at ±127.
+        int k = 64;
+        float[] w = new float[n * k], x = new float[k];
+        for (int i = 0; i < w.length; i++) w[i] = i % 2 == 0 ? 1f : -1f;
+        for (int i = 0; i < k; i++) x[i] = i % 3 == 0 ? -1f : 1f;
+        for (DType type : new DType[] {DType.Q4_0, DType.Q8_0}) {
+            MemorySegment stored = MemorySegment.ofArray(Blocks.encode(type, w, 0, w.length));
+            CpuNative.Packed p = nat.pack(Parallel.SERIAL, type, stored, n, k);
+            float[] a = new float[n], b = new float[n];
+            nat.matmulPacked(Parallel.SERIAL, MemorySegment.ofArray(x), p, MemorySegment.ofArray(a), 1, n, k, false);
+            avx2.matmulPacked(Parallel.SERIAL, MemorySegment.ofArray(x), p, MemorySegment.ofArray(b), 1, n, k, false);
+            byte[] q = new byte[CpuNative.paddedBlocks(k) * 32];
+            float[] d = new float[CpuNative.paddedBlocks(k)];
+            quantizeModel(x, 0, k, CpuNative.paddedBlocks(k), q, d, new int[CpuNative.paddedBlocks(k)]);
+            for (int j = 0; j < n; j++) {
+                float want = dotModel(type == DType.Q4_0, stored, j, k, q, d);
+                assertEquals(Float.floatToRawIntBits(want), Float.floatToRawIntBits(a[j]), type + " row " + j);
+                assertEquals(Float.floatToRawIntBits(want), Float.floatToRawIntBits(b[j]), type + " AVX2 row " + j);
+            }
+        }
+    }
+
     @ParameterizedTest
     @ValueSource(ints = {1, 2, 3, 4, 5, 9, 31})
     void q4GivesTheJavaIntegerKernelsBits(int m) {
