@@ -56,16 +56,9 @@ int32_t crucible_cpu_level(void) {
 /* 1.5·2^23: v + R − R rounds v to an integer, ties to even, for |v| < 2^22 (Q4Int.ROUNDER). */
 #define ROUNDER 12582912.0f
 
-/* crucible_quantize in plain C (for CPUs below AVX-512): the same f32 steps, so the same values. */
-static void quantize_plain(const float *x, int32_t k, int32_t nbPad, int8_t *q, float *d, int32_t *s) {
-    int32_t nb = k / 32;
-    for (int32_t b = 0; b < nbPad; b++) {
-        if (b >= nb) {
-            memset(q + 32 * b, 0, 32);
-            d[b] = 0.0f;
-            s[b] = 0;
-            continue;
-        }
+/* crucible_quantize's nb whole blocks in plain C (for CPUs below AVX-512): the same f32 steps, so the same values. */
+static void quantize_plain(const float *x, int32_t nb, int8_t *q, float *d, int32_t *s) {
+    for (int32_t b = 0; b < nb; b++) {
         float amax = 0.0f;
         for (int i = 0; i < 32; i++) {
             float a = __builtin_fabsf(x[32 * b + i]);
@@ -85,20 +78,10 @@ static void quantize_plain(const float *x, int32_t k, int32_t nbPad, int8_t *q, 
     }
 }
 
-/*
- * Quantizes x[0..k) (k a multiple of 32) into nbPad ≥ k/32 blocks: q (nbPad·32 int8, block b at q[32b … 32b+31]),
- * d (nbPad f32 scales), s (nbPad int32: Σ q per block). Blocks past k/32 are zero. avx2 = 1: the plain-C form.
- */
-KERNEL static void quantize_avx512(const float *x, int32_t k, int32_t nbPad, int8_t *q, float *d, int32_t *s) {
-    int32_t nb = k / 32;
+/* The same with 512-bit vectors. */
+KERNEL static void quantize_avx512(const float *x, int32_t nb, int8_t *q, float *d, int32_t *s) {
     const __m512 rounder = _mm512_set1_ps(ROUNDER);
-    for (int32_t b = 0; b < nbPad; b++) {
-        if (b >= nb) {
-            memset(q + 32 * b, 0, 32);
-            d[b] = 0.0f;
-            s[b] = 0;
-            continue;
-        }
+    for (int32_t b = 0; b < nb; b++) {
         __m512 v0 = _mm512_loadu_ps(x + 32 * b), v1 = _mm512_loadu_ps(x + 32 * b + 16);
         float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         float db = amax / 127.0f, id = db == 0.0f ? 0.0f : 1.0f / db;
@@ -113,10 +96,18 @@ KERNEL static void quantize_avx512(const float *x, int32_t k, int32_t nbPad, int
     }
 }
 
-/* The entry points below are compiled for the baseline x86-64 and call the forms the CPU can run. */
+/*
+ * Quantizes x[0..k) (k a multiple of 32) into nbPad ≥ k/32 blocks: q (nbPad·32 int8, block b at q[32b … 32b+31]),
+ * d (nbPad f32 scales), s (nbPad int32: Σ q per block). Blocks past k/32 are zero. avx2 = 1: the plain-C form.
+ * This and the other entry points below are compiled for the baseline x86-64 and call the forms the CPU can run.
+ */
 void crucible_quantize(int32_t avx2, const float *x, int32_t k, int32_t nbPad, int8_t *q, float *d, int32_t *s) {
-    if (avx2) quantize_plain(x, k, nbPad, q, d, s);
-    else quantize_avx512(x, k, nbPad, q, d, s);
+    int32_t nb = k / 32;
+    if (avx2) quantize_plain(x, nb, q, d, s);
+    else quantize_avx512(x, nb, q, d, s);
+    memset(q + 32 * nb, 0, (size_t) (nbPad - nb) * 32);
+    memset(d + nb, 0, (size_t) (nbPad - nb) * sizeof(float));
+    memset(s + nb, 0, (size_t) (nbPad - nb) * sizeof(int32_t));
 }
 
 INLINE void store(float *c, float v, int32_t accumulate) { *c = accumulate ? *c + v : v; }
