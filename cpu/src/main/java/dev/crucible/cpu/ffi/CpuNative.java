@@ -51,7 +51,6 @@ public final class CpuNative {
     /** The interface version this class speaks (crucible_cpu_abi()). */
     static final int ABI = 7;
 
-    private final String source;
     private final MethodHandle quantize, pack, packedMatmul, floatMatmul, pagedRows;
     /** The AVX2 forms only (a CPU without AVX-512 VNNI): quantized matmuls, no float rows or attention. */
     private final boolean avx2;
@@ -62,7 +61,6 @@ public final class CpuNative {
     }
 
     private CpuNative(CpuNative other, boolean avx2) {
-        this.source = other.source;
         this.quantize = other.quantize;
         this.pack = other.pack;
         this.packedMatmul = other.packedMatmul;
@@ -71,10 +69,9 @@ public final class CpuNative {
         this.avx2 = avx2;
     }
 
-    private CpuNative(String source, SymbolLookup lib, boolean avx2) {
+    private CpuNative(SymbolLookup lib, boolean avx2) {
         this.avx2 = avx2;
         Linker linker = Linker.nativeLinker();
-        this.source = source;
         Linker.Option critical = Linker.Option.critical(true);
         this.quantize = linker.downcallHandle(lib.findOrThrow("crucible_quantize"), FunctionDescriptor.ofVoid(
                 JAVA_INT, ADDRESS, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS, ADDRESS), critical);
@@ -148,9 +145,9 @@ public final class CpuNative {
                 why = "native kernels at " + file + " speak interface " + abi + ", not " + ABI;
             } else {
                 int level = (int) linker.downcallHandle(lib.findOrThrow("crucible_cpu_level"), FunctionDescriptor.of(JAVA_INT)).invokeExact();
-                if (level == 2) return new Loaded(new CpuNative(file.toString(), lib, false), "native kernels (AVX-512 VNNI) from " + file);
+                if (level == 2) return new Loaded(new CpuNative(lib, false), "native kernels (AVX-512 VNNI) from " + file);
                 if (level == 1) {
-                    return new Loaded(new CpuNative(file.toString(), lib, true),
+                    return new Loaded(new CpuNative(lib, true),
                             "native kernels (AVX2: the Q4_0/Q8_0 matmuls; no AVX-512 VNNI for the rest) from " + file);
                 }
                 why = "this CPU has neither AVX-512 VNNI nor AVX2, which the native kernels need";
@@ -196,9 +193,6 @@ public final class CpuNative {
         if (v.equalsIgnoreCase("f32")) return false;
         throw new IllegalArgumentException(Q8_ENV + " (or -D" + Q8_PROPERTY + ") must be int8 or f32, not '" + v + "'");
     }
-
-    /** Where the library was loaded from. */
-    public String source() { return source; }
 
     /**
      * Whether every kernel here can run (AVX-512 VNNI): float decode rows and decode attention too. False: the
