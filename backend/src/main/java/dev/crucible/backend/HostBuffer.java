@@ -33,6 +33,18 @@ public final class HostBuffer implements Buffer {
         return new HostBuffer(type, elements, seg, arena);
     }
 
+    /**
+     * A root buffer over {@code segment}, which {@code arena} owns and frees when the buffer closes (a backend that
+     * places its memory itself, e.g. on huge pages). The segment must be zero-filled and 64-byte aligned, as
+     * {@link #allocate}'s are.
+     */
+    public static HostBuffer owning(DType type, long elements, MemorySegment segment, Arena arena) {
+        if (segment.byteSize() < type.bytes(elements)) {
+            throw new IllegalArgumentException(segment.byteSize() + " bytes hold fewer than " + elements + " " + type + " elements");
+        }
+        return new HostBuffer(type, elements, segment.asSlice(0, type.bytes(elements)), arena);
+    }
+
     /** Wraps memory owned elsewhere (e.g. a mapped weight file); closing does not free it. */
     public static HostBuffer wrap(DType type, MemorySegment segment) {
         long elements = segment.byteSize() / type.blockBytes() * type.blockSize();

@@ -236,7 +236,7 @@ public final class CpuNative {
         boolean q4 = type == DType.Q4_0;
         checkWeights(w, n, k, q4 ? 18 : 34);
         int groups = (n + PACK_ROWS - 1) / PACK_ROWS, perTask = 16;
-        MemorySegment out = Arena.ofAuto().allocate((long) groups * (k / 32) * (q4 ? PACK_Q4 : PACK_Q8), 64);
+        MemorySegment out = HugePages.allocate((long) groups * (k / 32) * (q4 ? PACK_Q4 : PACK_Q8), Arena.ofAuto());
         par.forEach(Parallel.chunks(groups, perTask), t -> {
             int g0 = t * perTask, g1 = Math.min(groups, g0 + perTask);
             try {

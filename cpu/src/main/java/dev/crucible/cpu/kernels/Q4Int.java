@@ -84,7 +84,7 @@ public final class Q4Int {
         if (k % 32 != 0) throw new IllegalArgumentException("Q4_0 rows hold whole blocks of 32, not " + k);
         int nb = k / 32, groups = (nb + G - 1) / G;
         long rowBytes = groups * GROUP_BYTES;
-        MemorySegment t = Arena.ofAuto().allocate(rowBytes * n, 64);
+        MemorySegment t = dev.crucible.cpu.ffi.HugePages.allocate(rowBytes * n, Arena.ofAuto());
         int rowsPerTask = 64;
         ValueLayout.OfFloat f32 = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(LE);
         par.forEach(Parallel.chunks(n, rowsPerTask), task -> {
