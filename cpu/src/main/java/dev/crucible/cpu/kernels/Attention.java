@@ -52,61 +52,108 @@ public final class Attention {
     public static void forward(Parallel par, MemorySegment q, MemorySegment k, MemorySegment v, MemorySegment out,
                                MemorySegment lse, int batch, int tq, int tk, int heads, int kvHeads, int d, int qPos0,
                                long kvBatchStride) {
-        int qBlocks = Parallel.chunks(tq, FQ), group = heads / kvHeads, dp = padded(d);
-        float scale = (float) (1.0 / Math.sqrt(d));
-        par.forEach(batch * heads * qBlocks, task -> {
-            int qb = task % qBlocks, bh = task / qBlocks, h = bh % heads, b = bh / heads, kh = h / group;
-            int i0 = qb * FQ, rows = Math.min(FQ, tq - i0);
-            boolean byRows = rows <= ROW_MAJOR_ROWS;
-            // Sized by the block's rows: a decode step's task holds one row, not FQ (zeroing 64 KB per head per token).
-            float[] qs = new float[rows * dp], o = new float[rows * dp];
-            // Rows read in place (decode) need no transposed key block: one task per head per token allocates less.
-            float[] kt = byRows ? null : new float[dp * BK], vb = byRows ? null : new float[BK * dp];
-            float[] p = new float[2 * BK], tmp = new float[d];
-            float[] m = new float[rows], l = new float[rows];
-            java.util.Arrays.fill(m, Float.NEGATIVE_INFINITY);
-            for (int r = 0; r < rows; r++) {
-                MemorySegment.copy(q, F, ((((long) b * tq + i0 + r) * heads + h) * d) * 4, qs, r * dp, d);
+        forward(par, q, k, v, out, lse, batch, tq, tk, heads, kvHeads, d, qPos0, kvBatchStride, null);
+    }
+
+    /**
+     * {@link #forward} with decode steps (at most {@link #ROW_MAJOR_ROWS} query rows, no lse) given to {@code fast}
+     * where it is not null: each batch row's cache is one page of the paged kernel's layout, so the stand-in that
+     * keeps {@link PagedAttention}'s "by rows" bits keeps this kernel's too (the two share their arithmetic). A block
+     * it declines runs here.
+     */
+    public static void forward(Parallel par, MemorySegment q, MemorySegment k, MemorySegment v, MemorySegment out,
+                               MemorySegment lse, int batch, int tq, int tk, int heads, int kvHeads, int d, int qPos0,
+                               long kvBatchStride, PagedAttention.RowKernel fast) {
+        long rowFloats = (long) kvHeads * d;
+        if (fast != null && lse == null && tq <= ROW_MAJOR_ROWS && kvBatchStride % rowFloats == 0
+                && kvBatchStride / rowFloats >= qPos0 + tq && kvBatchStride / rowFloats <= Integer.MAX_VALUE
+                && fits(k, batch, kvBatchStride, qPos0 + tq, rowFloats) && fits(v, batch, kvBatchStride, qPos0 + tq, rowFloats)
+                && q.byteSize() >= (long) batch * tq * heads * d * 4 && out.byteSize() >= (long) batch * tq * heads * d * 4) {
+            int pageSize = (int) (kvBatchStride / rowFloats), group = heads / kvHeads;
+            int[] table = new int[batch], len = new int[batch * tq];
+            for (int b = 0; b < batch; b++) {
+                table[b] = b;
+                for (int i = 0; i < tq; i++) len[b * tq + i] = qPos0 + i + 1;
             }
-            long kvBase = b * kvBatchStride;
-            int keys = qPos0 + i0 + rows; // keys 0 … keys-1 are visible to some row of this block
-            long[] at = byRows ? new long[BK] : null;
-            for (int j0 = 0; j0 < keys; j0 += BK) {
-                int bk = Math.min(BK, keys - j0);
-                if (byRows) {
-                    for (int j = 0; j < bk; j++) at[j] = (kvBase + ((long) (j0 + j) * kvHeads + kh) * d) * 4;
-                } else {
-                    loadKeys(k, v, kvBase, kvHeads, kh, d, dp, j0, bk, kt, vb, tmp);
-                }
-                for (int r = 0; r < rows; r++) {
-                    int limit = Math.min(bk, qPos0 + i0 + r + 1 - j0);
-                    if (limit <= 0) continue;
-                    int nv = (limit + VL - 1) / VL;
-                    if (!byRows && r + 1 < rows) {
-                        // Two query rows share every key and value load; each row's arithmetic is unchanged.
-                        int limit1 = Math.min(bk, limit + 1), nv1 = (limit1 + VL - 1) / VL;
-                        float[] mx = scores2(qs, r * dp, dp, kt, d, nv, limit, nv1, limit1, scale, p);
-                        float c0 = online(m, l, r, mx[0], p, 0, nv), c1 = online(m, l, r + 1, mx[1], p, BK, nv1);
-                        scaleRow(o, r * dp, dp, c0);
-                        scaleRow(o, (r + 1) * dp, dp, c1);
-                        accumulateRows2(o, r * dp, dp, p, 0, vb, limit, limit1);
-                        r++;
-                        continue;
+            float scale = (float) (1.0 / Math.sqrt(d));
+            par.forEach(batch * kvHeads, task -> {
+                int b = task / kvHeads, kh = task % kvHeads;
+                if (!fast.rows(q, k, v, false, table, b, len, b * tq, tq, out, heads, kvHeads, kh, d, pageSize, scale)) {
+                    for (int h = kh * group; h < (kh + 1) * group; h++) {
+                        forwardBlock(q, k, v, out, null, b, 0, h, tq, heads, kvHeads, d, qPos0, kvBatchStride);
                     }
-                    float bmax = byRows ? scoresByRows(qs, r * dp, k, at, d, nv, limit, scale, p)
-                            : scores(qs, r * dp, kt, d, nv, limit, scale, p);
-                    float corr = online(m, l, r, bmax, p, 0, nv);
-                    if (byRows) accumulatePV(o, r * dp, d, corr, p, v, at, limit);
-                    else accumulatePV(o, r * dp, dp, corr, p, vb, limit);
                 }
+            });
+            return;
+        }
+        int qBlocks = Parallel.chunks(tq, FQ);
+        par.forEach(batch * heads * qBlocks, task -> {
+            int qb = task % qBlocks, bh = task / qBlocks;
+            forwardBlock(q, k, v, out, lse, bh / heads, qb, bh % heads, tq, heads, kvHeads, d, qPos0, kvBatchStride);
+        });
+    }
+
+    /** Query block qb (rows qb·FQ …) of head h in batch row b. */
+    private static void forwardBlock(MemorySegment q, MemorySegment k, MemorySegment v, MemorySegment out,
+                                     MemorySegment lse, int b, int qb, int h, int tq, int heads, int kvHeads, int d,
+                                     int qPos0, long kvBatchStride) {
+        int group = heads / kvHeads, dp = padded(d), kh = h / group;
+        float scale = (float) (1.0 / Math.sqrt(d));
+        int i0 = qb * FQ, rows = Math.min(FQ, tq - i0);
+        boolean byRows = rows <= ROW_MAJOR_ROWS;
+        // Sized by the block's rows: a decode step's task holds one row, not FQ (zeroing 64 KB per head per token).
+        float[] qs = new float[rows * dp], o = new float[rows * dp];
+        // Rows read in place (decode) need no transposed key block: one task per head per token allocates less.
+        float[] kt = byRows ? null : new float[dp * BK], vb = byRows ? null : new float[BK * dp];
+        float[] p = new float[2 * BK], tmp = new float[d];
+        float[] m = new float[rows], l = new float[rows];
+        java.util.Arrays.fill(m, Float.NEGATIVE_INFINITY);
+        for (int r = 0; r < rows; r++) {
+            MemorySegment.copy(q, F, ((((long) b * tq + i0 + r) * heads + h) * d) * 4, qs, r * dp, d);
+        }
+        long kvBase = b * kvBatchStride;
+        int keys = qPos0 + i0 + rows; // keys 0 … keys-1 are visible to some row of this block
+        long[] at = byRows ? new long[BK] : null;
+        for (int j0 = 0; j0 < keys; j0 += BK) {
+            int bk = Math.min(BK, keys - j0);
+            if (byRows) {
+                for (int j = 0; j < bk; j++) at[j] = (kvBase + ((long) (j0 + j) * kvHeads + kh) * d) * 4;
+            } else {
+                loadKeys(k, v, kvBase, kvHeads, kh, d, dp, j0, bk, kt, vb, tmp);
             }
             for (int r = 0; r < rows; r++) {
-                float inv = 1f / l[r];
-                for (int c = 0; c < d; c++) tmp[c] = o[r * dp + c] * inv;
-                MemorySegment.copy(tmp, 0, out, F, ((((long) b * tq + i0 + r) * heads + h) * d) * 4, d);
-                if (lse != null) lse.setAtIndex(F, ((long) b * heads + h) * tq + i0 + r, m[r] + (float) StrictMath.log(l[r]));
+                int limit = Math.min(bk, qPos0 + i0 + r + 1 - j0);
+                if (limit <= 0) continue;
+                int nv = (limit + VL - 1) / VL;
+                if (!byRows && r + 1 < rows) {
+                    // Two query rows share every key and value load; each row's arithmetic is unchanged.
+                    int limit1 = Math.min(bk, limit + 1), nv1 = (limit1 + VL - 1) / VL;
+                    float[] mx = scores2(qs, r * dp, dp, kt, d, nv, limit, nv1, limit1, scale, p);
+                    float c0 = online(m, l, r, mx[0], p, 0, nv), c1 = online(m, l, r + 1, mx[1], p, BK, nv1);
+                    scaleRow(o, r * dp, dp, c0);
+                    scaleRow(o, (r + 1) * dp, dp, c1);
+                    accumulateRows2(o, r * dp, dp, p, 0, vb, limit, limit1);
+                    r++;
+                    continue;
+                }
+                float bmax = byRows ? scoresByRows(qs, r * dp, k, at, d, nv, limit, scale, p)
+                        : scores(qs, r * dp, kt, d, nv, limit, scale, p);
+                float corr = online(m, l, r, bmax, p, 0, nv);
+                if (byRows) accumulatePV(o, r * dp, d, corr, p, v, at, limit);
+                else accumulatePV(o, r * dp, dp, corr, p, vb, limit);
             }
-        });
+        }
+        for (int r = 0; r < rows; r++) {
+            float inv = 1f / l[r];
+            for (int c = 0; c < d; c++) tmp[c] = o[r * dp + c] * inv;
+            MemorySegment.copy(tmp, 0, out, F, ((((long) b * tq + i0 + r) * heads + h) * d) * 4, d);
+            if (lse != null) lse.setAtIndex(F, ((long) b * heads + h) * tq + i0 + r, m[r] + (float) StrictMath.log(l[r]));
+        }
+    }
+
+    /** Whether {@code seg} holds {@code keys} key rows of {@code rowFloats} floats for each of {@code batch} rows. */
+    private static boolean fits(MemorySegment seg, int batch, long kvBatchStride, int keys, long rowFloats) {
+        return seg.byteSize() >= ((batch - 1) * kvBatchStride + keys * rowFloats) * 4;
     }
 
     /** kt[c][j] = K[j0+j][c] and vb[j][c] = V[j0+j][c] for j < bk; the rest zero. */

@@ -327,6 +327,53 @@ class CpuNativeTest {
         for (int i = 0; i < q.length; i++) assertEquals(Float.floatToRawIntBits(got[0][i]), Float.floatToRawIntBits(direct[i]), "element " + i);
     }
 
+    /**
+     * Decode steps on a contiguous KV cache (Llama.Session's Attention op) through the native rows: each batch row's
+     * cache is one page, so they must give the Java kernel's bits; one and two query rows, GQA, head sizes with
+     * tails, caches longer than the keys in use, several batch rows.
+     */
+    @Test
+    void contiguousDecodeAttentionThroughTheNativeRowsGivesTheJavaBits() {
+        CpuNative nat = fullKernels();
+        Random r = new Random(21);
+        int[][] shapes = {{1, 1, 4, 4, 64, 0, 8}, {1, 1, 12, 12, 64, 70, 128}, {2, 2, 8, 2, 40, 33, 64}, {3, 1, 32, 8, 72, 200, 256},
+                {1, 2, 6, 3, 64, 15, 17}, {2, 1, 4, 1, 128, 1, 2}};
+        for (int[] sh : shapes) {
+            int batch = sh[0], tq = sh[1], heads = sh[2], kvHeads = sh[3], d = sh[4], qPos0 = sh[5], capacity = sh[6];
+            long stride = (long) capacity * kvHeads * d;
+            float[] q = gaussian(r, batch * tq * heads * d, 1), k = gaussian(r, (int) (batch * stride), 1), v = gaussian(r, (int) (batch * stride), 1);
+            float[] want = new float[q.length], got = new float[q.length];
+            dev.crucible.cpu.kernels.Attention.forward(Parallel.SERIAL, MemorySegment.ofArray(q), MemorySegment.ofArray(k),
+                    MemorySegment.ofArray(v), MemorySegment.ofArray(want), null, batch, tq, qPos0 + tq, heads, kvHeads, d, qPos0, stride);
+            java.util.concurrent.atomic.AtomicInteger ran = new java.util.concurrent.atomic.AtomicInteger();
+            dev.crucible.cpu.kernels.PagedAttention.RowKernel rows = nat.attentionRows();
+            try (WorkerPool two = new WorkerPool(2)) {
+                dev.crucible.cpu.kernels.Attention.forward(two, MemorySegment.ofArray(q), MemorySegment.ofArray(k),
+                        MemorySegment.ofArray(v), MemorySegment.ofArray(got), null, batch, tq, qPos0 + tq, heads, kvHeads, d, qPos0, stride,
+                        (a, b, c, h, t, tr, l, r0, n, o, hs, kv, kh, dd, ps, sc) -> {
+                            boolean done = rows.rows(a, b, c, h, t, tr, l, r0, n, o, hs, kv, kh, dd, ps, sc);
+                            if (done) ran.incrementAndGet();
+                            return done;
+                        });
+            }
+            String what = java.util.Arrays.toString(sh);
+            assertEquals(batch * kvHeads, ran.get(), "every (batch row, KV head) ran natively: " + what);
+            for (int i = 0; i < q.length; i++) {
+                assertEquals(Float.floatToRawIntBits(want[i]), Float.floatToRawIntBits(got[i]), what + " element " + i);
+            }
+        }
+        // A cache too short for the keys the step needs is left to the Java kernel's checks, never read past.
+        float[] q = new float[4 * 64], kv = new float[10 * 4 * 64], out = new float[q.length];
+        java.util.concurrent.atomic.AtomicInteger ran = new java.util.concurrent.atomic.AtomicInteger();
+        assertThrows(IndexOutOfBoundsException.class, () -> dev.crucible.cpu.kernels.Attention.forward(Parallel.SERIAL,
+                MemorySegment.ofArray(q), MemorySegment.ofArray(kv), MemorySegment.ofArray(kv), MemorySegment.ofArray(out), null,
+                1, 1, 21, 4, 4, 64, 20, 20L * 4 * 64, (a, b, c, h, t, tr, l, r0, n, o, hs, kvh, kh, dd, ps, sc) -> {
+                    ran.incrementAndGet();
+                    return false;
+                }));
+        assertEquals(0, ran.get(), "the native rows never saw a cache shorter than the keys");
+    }
+
     @Test
     void aRowAloneAndInAStepOfManyGiveTheSameBitsOnAnyThreadCount() {
         CpuNative nat = kernels();
