@@ -417,7 +417,7 @@ public final class Llama implements AutoCloseable {
             gate = alloc(DType.F32, (long) chunk * F);
             up = alloc(DType.F32, (long) chunk * F);
             hid = alloc(DType.F32, (long) chunk * F);
-            logits = alloc(DType.F32, (long) chunk * cfg.vocab());
+            logits = alloc(DType.F32, cfg.vocab()); // only the last position's logits are computed
         }
 
         private Buffer alloc(DType t, long count) {
