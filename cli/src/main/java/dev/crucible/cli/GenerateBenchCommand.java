@@ -61,6 +61,13 @@ final class GenerateBenchCommand implements Callable<Integer> {
                     "and the speed-up over one sequence. Comma-separated list, e.g. 1,4,16. Default: ${DEFAULT-VALUE}."})
     int[] batch;
 
+    @Option(names = "--llama-bench", paramLabel = "FILE",
+            description = {"Measure against llama.cpp in the same run: with a GGUF --model (or --shape with --export-gguf),",
+                    "each of --reps rounds times Crucible's prompt processing (--prompt-tokens) and decode (--gen-tokens",
+                    "steps from an empty cache, as llama-bench's tg test) and then runs this llama-bench once (-r 1) on",
+                    "the same file with as many threads; prints both, the ratio per round, and the medians."})
+    Path llamaBench;
+
     @Mixin
     BackendOptions backendOptions;
 
@@ -79,6 +86,15 @@ final class GenerateBenchCommand implements Callable<Integer> {
             throw new UserException("--prompt-tokens, --gen-tokens, --reps and --prefill-chunk must be positive");
         }
         for (int b : batch) if (b <= 0 || b > 256) throw new UserException("--batch sizes must be in 1..256, got " + b);
+        if (llamaBench != null) {
+            if (profile || Arrays.stream(batch).anyMatch(b -> b > 1)) throw new UserException("--llama-bench times single streams: run --profile and --batch without it");
+            Path gguf = exportGguf != null ? exportGguf : model;
+            if (gguf == null || exportGguf == null && !(java.nio.file.Files.isRegularFile(gguf) && dev.crucible.formats.gguf.GgufFile.looksLikeGguf(gguf))) {
+                throw new UserException("--llama-bench compares on one GGUF file: give a .gguf --model (or --shape with --export-gguf)");
+            }
+            peer = new LlamaBenchPeer(llamaBench, gguf, backendOptions.threads == null
+                    ? Runtime.getRuntime().availableProcessors() : backendOptions.threads, promptTokens, genTokens);
+        }
         kvOptions.type();                                                 // a bad --kv-type fails before the model loads
         try (Backend be = profile ? new BenchCommand.Profiler(backendOptions.create()) : backendOptions.create()) {
             Llama m;
@@ -112,6 +128,7 @@ final class GenerateBenchCommand implements Callable<Integer> {
     }
 
     private String prefillProfile = "";
+    private LlamaBenchPeer peer;
 
     static final int MAX_WARMUP_ROUNDS = 100;
 
@@ -122,7 +139,7 @@ final class GenerateBenchCommand implements Callable<Integer> {
     static String kernelNote(Llama m) {
         if (!(m.backend() instanceof dev.crucible.cpu.CpuBackend cpu)) return null;
         DType t = m.type("model.layers.0.mlp.up_proj.weight");
-        String kernels = dev.crucible.cpu.ffi.CpuNative.status();
+        String kernels = dev.crucible.cpu.ffi.CpuNative.status() + "\n" + dev.crucible.cpu.ffi.HugePages.status();
         if (t != DType.Q4_0 && t != DType.Q8_0) return kernels;
         String setting = t == DType.Q4_0 ? "CRUCIBLE_Q4" : "CRUCIBLE_Q8";
         boolean nat = cpu.nativeKernels() != null;
@@ -150,6 +167,7 @@ final class GenerateBenchCommand implements Callable<Integer> {
         Rng rng = Rng.keyed(1, Rng.key("bench.generate"));
         int[] prompt = new int[promptTokens];
         for (int i = 0; i < prompt.length; i++) prompt[i] = rng.nextInt(c.vocab());
+        if (peer != null) return againstPeer(m, prompt, bandwidth, weightBytes);
         double[] pre = new double[reps], dec = new double[reps];
         // Warm-up: one round, then more until --warmup seconds have passed. An 8-token prefill calls some attention
         // kernels a few hundred times per round; after one round they were still C1-compiled (no vector intrinsics)
@@ -199,6 +217,66 @@ final class GenerateBenchCommand implements Callable<Integer> {
             pw.flush();
         }
         if (Arrays.stream(batch).anyMatch(b -> b > 1)) batched(m, prompt);
+        return 0;
+    }
+
+    /** Prompt processing tokens/s: one prefill of {@code prompt} into a fresh session. */
+    private double prefillRate(Llama m, int[] prompt) {
+        try (Llama.Session s = m.session(prompt.length + 1, prefillChunk)) {
+            long t0 = System.nanoTime();
+            s.append(prompt);
+            return prompt.length / ((System.nanoTime() - t0) / 1e9);
+        }
+    }
+
+    /** Decode tokens/s from an empty cache, as llama-bench's tg test: --gen-tokens single-token steps from position 0. */
+    private double decodeRate(Llama m, int first) {
+        try (Llama.Session s = m.session(genTokens, prefillChunk)) {
+            long t0 = System.nanoTime();
+            int next = first;
+            for (int i = 0; i < genTokens; i++) next = dev.crucible.engine.Sampler.argmax(s.append(new int[]{next}));
+            return genTokens / ((System.nanoTime() - t0) / 1e9);
+        }
+    }
+
+    /**
+     * Alternating rounds against llama-bench: Crucible's pp and tg, then the peer's, --reps times (after Crucible's
+     * warm-up), so that both see the same minutes of a noisy machine; ratios per round and their median.
+     */
+    private int againstPeer(Llama m, int[] prompt, double bandwidth, double weightBytes) {
+        long warmEnd = System.nanoTime() + (long) (warmup * 1e9);
+        int warmRounds = 0;
+        do {
+            prefillRate(m, prompt);
+            decodeRate(m, prompt[0]);
+        } while (++warmRounds < MAX_WARMUP_ROUNDS && System.nanoTime() < warmEnd);
+        System.out.printf("warm-up: %d untimed round(s); peer: %s%n", warmRounds, String.join(" ", peer.command()));
+        String pp = "pp" + promptTokens, tg = "tg" + genTokens;
+        System.out.printf("%-6s %14s %14s %7s   %14s %14s %7s%n", "round", pp + " crucible", pp + " llama", "ratio", tg + " crucible", tg + " llama", "ratio");
+        double[][] f = new double[6][reps];                             // ours pp, peer pp, ratio pp, ours tg, peer tg, ratio tg
+        String build = "";
+        for (int r = 0; r < reps; r++) {
+            double opp = prefillRate(m, prompt), otg = decodeRate(m, prompt[0]);
+            LlamaBenchPeer.Figures p;
+            try {
+                p = peer.run();
+            } catch (java.io.IOException e) {
+                throw new UserException("could not run llama-bench: " + e.getMessage());
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new UserException("interrupted while llama-bench ran");
+            }
+            build = p.build();
+            double[] row = {opp, p.pp(), opp / p.pp(), otg, p.tg(), otg / p.tg()};
+            for (int i = 0; i < 6; i++) f[i][r] = row[i];
+            System.out.printf("%-6d %14.1f %14.1f %6.2fx   %14.1f %14.1f %6.2fx%n", r + 1, row[0], row[1], row[2], row[3], row[4], row[5]);
+        }
+        for (double[] col : f) Arrays.sort(col);
+        int mid = reps / 2;
+        System.out.printf("%-6s %14.1f %14.1f %6.2fx   %14.1f %14.1f %6.2fx%n", "median", f[0][mid], f[1][mid], f[2][mid], f[3][mid], f[4][mid], f[5][mid]);
+        System.out.printf("ratio range: %s %.2f-%.2fx, %s %.2f-%.2fx (llama.cpp %s)%n", pp, f[2][0], f[2][reps - 1], tg, f[5][0], f[5][reps - 1], build);
+        double roof = Math.max(bandwidth, readBandwidth()) / weightBytes;
+        System.out.printf("decode roofline at the measured bandwidth: %.1f tok/s; Crucible's median decode reaches %.0f%% of it%n", roof, 100 * f[3][mid] / roof);
         return 0;
     }
 

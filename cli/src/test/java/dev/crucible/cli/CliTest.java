@@ -186,4 +186,59 @@ class CliTest {
         userError(run("serve", "--model", "no-such-model", "--warmup", "-1"), "--warmup must be in 0..3600 seconds");
         userError(run("bench", "load", "--model", "no-such-model", "--warmup", "-1"), "--warmup must be in 0..3600 seconds");
     }
+
+    /**
+     * {@code --llama-bench}: the peer is run once per round with the same file, threads, prompt and generation
+     * lengths, its JSON read, and the ratios are ours over its figures. A stand-in script plays llama-bench (it
+     * checks its arguments and reports fixed figures), so the arithmetic of the table can be checked.
+     */
+    @Test
+    void benchGenerateAgainstLlamaBench(@TempDir Path dir) throws Exception {
+        Path gguf = dir.resolve("tiny.gguf"), calls = dir.resolve("calls.txt"), fake = dir.resolve("llama-bench");
+        Files.writeString(fake, """
+                #!/bin/sh
+                echo "$@" >> '%s'
+                case "$*" in *"-m %s -t 1 -p 8 -n 4 -r 1 -o json"*) ;; *) echo "unexpected arguments: $*" >&2; exit 3;; esac
+                echo '[{"model_type":"llama ?B F32","build_commit":"abc123","n_prompt":8,"n_gen":0,"avg_ts":2.0},'
+                echo ' {"model_type":"llama ?B F32","build_commit":"abc123","n_prompt":0,"n_gen":4,"avg_ts":0.5}]'
+                """.formatted(calls, gguf));
+        assertTrue(fake.toFile().setExecutable(true));
+        Run r = run("bench", "generate", "--shape", "tiny", "--export-gguf", gguf.toString(), "--llama-bench", fake.toString(),
+                "--prompt-tokens", "8", "--gen-tokens", "4", "--reps", "3", "--threads", "1", "--warmup", "0");
+        assertEquals(0, r.code(), r.err() + r.out());
+        assertEquals(3, Files.readAllLines(calls).size(), "one llama-bench run per round");
+        // Each round: ours, the peer's fixed 2.0 and 0.5 tok/s, and ratio = ours / theirs.
+        java.util.regex.Pattern row = java.util.regex.Pattern.compile(
+                "^(\\d+|median)\\s+([0-9.]+)\\s+2\\.0\\s+([0-9.]+)x\\s+([0-9.]+)\\s+0\\.5\\s+([0-9.]+)x$");
+        long rows = r.out().lines().map(row::matcher).filter(java.util.regex.Matcher::matches).peek(m -> {
+            assertEquals(Double.parseDouble(m.group(2)) / 2.0, Double.parseDouble(m.group(3)), 0.01 + 0.01 * Double.parseDouble(m.group(3)));
+            assertEquals(Double.parseDouble(m.group(4)) / 0.5, Double.parseDouble(m.group(5)), 0.01 + 0.01 * Double.parseDouble(m.group(5)));
+        }).count();
+        assertEquals(4, rows, r.out());
+        assertTrue(r.out().contains("llama ?B F32, build abc123"), r.out());
+
+        // Bad input: one clear message each.
+        userError(run("bench", "generate", "--shape", "tiny", "--llama-bench", fake.toString()), "GGUF");
+        userError(run("bench", "generate", "--model", gguf.toString(), "--llama-bench", dir.resolve("none").toString()), "no such file");
+        userError(run("bench", "generate", "--model", gguf.toString(), "--llama-bench", fake.toString(), "--batch", "1,4"), "single streams");
+        Path broken = dir.resolve("broken");
+        Files.writeString(broken, "#!/bin/sh\necho 'cannot load model' >&2\nexit 1\n");
+        assertTrue(broken.toFile().setExecutable(true));
+        userError(run("bench", "generate", "--model", gguf.toString(), "--llama-bench", broken.toString(), "--prompt-tokens", "8",
+                "--gen-tokens", "4", "--reps", "1", "--warmup", "0", "--threads", "1"), "cannot load model");
+    }
+
+    @Test
+    void llamaBenchOutputIsParsedOrRefusedClearly() {
+        LlamaBenchPeer.Figures f = LlamaBenchPeer.parse("""
+                [{"model_type":"llama 1B Q4_0","build_commit":"x","n_prompt":512,"n_gen":0,"avg_ts":130.1},
+                 {"model_type":"llama 1B Q4_0","build_commit":"x","n_prompt":0,"n_gen":128,"avg_ts":68.8}]""");
+        assertEquals(130.1, f.pp(), 0);
+        assertEquals(68.8, f.tg(), 0);
+        UserException e = org.junit.jupiter.api.Assertions.assertThrows(UserException.class, () -> LlamaBenchPeer.parse("| model | size |"));
+        assertTrue(e.getMessage().contains("-o json"), e.getMessage());
+        e = org.junit.jupiter.api.Assertions.assertThrows(UserException.class,
+                () -> LlamaBenchPeer.parse("[{\"n_prompt\":512,\"n_gen\":0,\"avg_ts\":1}]"));
+        assertTrue(e.getMessage().contains("lacks"), e.getMessage());
+    }
 }
