@@ -26,12 +26,19 @@ public final class Generator {
     private final Llama model;
     private final Tokenizer tokenizer;
     private final int eosId;
+    private final dev.crucible.tensor.DType kvType;
 
-    /** eosId < 0 when the tokenizer has no end-of-text token. */
+    /** eosId < 0 when the tokenizer has no end-of-text token. An F32 (exact) KV cache. */
     public Generator(Llama model, Tokenizer tokenizer, int eosId) {
+        this(model, tokenizer, eosId, dev.crucible.tensor.DType.F32);
+    }
+
+    /** With the KV cache in {@code kvType}: F32 (exact) or F16 (half the memory; see {@link Llama.Session}). */
+    public Generator(Llama model, Tokenizer tokenizer, int eosId, dev.crucible.tensor.DType kvType) {
         this.model = model;
         this.tokenizer = tokenizer;
         this.eosId = eosId;
+        this.kvType = kvType;
     }
 
     public Result generate(String prompt, int maxTokens, SamplingParams sampling, List<String> stops, Consumer<String> onText) {
@@ -43,7 +50,10 @@ public final class Generator {
         }
         // Prefill in chunks of up to 512 prompt tokens: each chunk reads (and for stored types decodes) every
         // weight once, so bigger chunks make prompt processing compute-bound; 512 is llama.cpp's micro-batch too.
-        try (Llama.Session s = model.session(context, Math.min(512, promptIds.length))) {
+        // The cache holds what this request can reach, not the whole context (a 128K-context model's full cache
+        // would take gigabytes).
+        int capacity = (int) Math.min(context, (long) promptIds.length + Math.max(0, maxTokens));
+        try (Llama.Session s = model.session(capacity, Math.min(512, promptIds.length), kvType)) {
             long t0 = System.nanoTime();
             float[] logits = s.append(promptIds);
             long t1 = System.nanoTime();
@@ -73,7 +83,7 @@ public final class Generator {
                     onText.accept(text.substring(emitted, safe));
                     emitted = safe;
                 }
-                if (out.size() >= maxTokens || s.length() >= context) break;
+                if (out.size() >= maxTokens || s.length() >= capacity) break;
                 logits = s.append(new int[]{next});
             }
             if (onText != null && text.length() > emitted) onText.accept(text.substring(emitted));

@@ -388,24 +388,39 @@ public final class Llama implements AutoCloseable {
     /**
      * A key/value cache for one sequence: per layer (capacity, KV·D) rows of keys and values (keys stored after
      * rope). Inference runs the same ops as training, one chunk of new tokens at a time.
+     *
+     * <p>The cache is F32 (exact: the training forward's attention, {@link Op.Attention}) or F16 (half the memory
+     * and half the attention's reads, llama.cpp's default: new keys and values are rounded to F16 as they are
+     * stored, and attention is {@link Op.PagedAttention} over the cache as one page, as the serving engine's
+     * {@link BatchDecoder} computes it with an F16 cache).
      */
     public final class Session implements AutoCloseable {
         private final int capacity, chunk;
+        private final DType kvType;
         private final Buffer[] kc, vc;
         private final Buffer ids, positions, x, ln, q, att, tmp, resMid, gate, up, hid, logits;
+        /** F16 cache only: this chunk's keys and values in F32, the page table (one page) and each row's key count. */
+        private final Buffer kNew, vNew, pageTable, lengths;
         private final List<Buffer> owned = new ArrayList<>();
         private int length;
 
-        private Session(int capacity, int chunk) {
+        private Session(int capacity, int chunk, DType kvType) {
             this.capacity = capacity;
             this.chunk = chunk;
+            this.kvType = kvType;
             int L = cfg.layers(), C = cfg.dim(), F = cfg.ffn(), KV = cfg.kvDim();
             kc = new Buffer[L];
             vc = new Buffer[L];
             for (int l = 0; l < L; l++) {
-                kc[l] = alloc(DType.F32, (long) capacity * KV);
-                vc[l] = alloc(DType.F32, (long) capacity * KV);
+                kc[l] = alloc(kvType, (long) capacity * KV);
+                vc[l] = alloc(kvType, (long) capacity * KV);
             }
+            boolean half = kvType == DType.F16;
+            kNew = half ? alloc(DType.F32, (long) chunk * KV) : null;
+            vNew = half ? alloc(DType.F32, (long) chunk * KV) : null;
+            pageTable = half ? alloc(DType.I32, chunk) : null;            // every row: page 0, the whole cache
+            lengths = half ? alloc(DType.I32, chunk) : null;
+            if (half) be.copyIn(pageTable, MemorySegment.ofArray(new int[chunk]));
             ids = alloc(DType.I32, chunk);
             positions = alloc(DType.I32, chunk);
             x = alloc(DType.F32, (long) chunk * C);
@@ -465,18 +480,34 @@ public final class Llama implements AutoCloseable {
             Buffer xm = x.slice(0, (long) m * C), lnm = ln.slice(0, (long) m * C), qm = q.slice(0, (long) m * C);
             Buffer attm = att.slice(0, (long) m * C), tmpm = tmp.slice(0, (long) m * C), mid = resMid.slice(0, (long) m * C);
             Buffer gm = gate.slice(0, (long) m * F), um = up.slice(0, (long) m * F), hm = hid.slice(0, (long) m * F);
+            boolean half = kvType == DType.F16;
+            Buffer lenM = null;
+            if (half) {
+                int[] len = new int[m];
+                for (int i = 0; i < m; i++) len[i] = length + i + 1;                      // causal
+                lenM = lengths.slice(0, m);
+                be.copyIn(lenM, MemorySegment.ofArray(len));
+            }
             be.run(new Op.Embedding(idsM, w.embed, xm, m, C));
             for (int l = 0; l < cfg.layers(); l++) {
-                Buffer kNew = kc[l].slice((long) length * KV, (long) m * KV), vNew = vc[l].slice((long) length * KV, (long) m * KV);
+                Buffer kRows = kc[l].slice((long) length * KV, (long) m * KV), vRows = vc[l].slice((long) length * KV, (long) m * KV);
+                // F32: projected straight into the cache. F16: projected in F32, rounded as they are copied in.
+                Buffer kOut = half ? kNew.slice(0, (long) m * KV) : kRows, vOut = half ? vNew.slice(0, (long) m * KV) : vRows;
                 be.run(new Op.RmsNorm(xm, w.n1[l], lnm, null, m, C, cfg.normEps()));
                 linear(lnm, w.wq[l], qm, m, C, C);
-                linear(lnm, w.wk[l], kNew, m, C, KV);
-                linear(lnm, w.wv[l], vNew, m, C, KV);
+                linear(lnm, w.wk[l], kOut, m, C, KV);
+                linear(lnm, w.wv[l], vOut, m, C, KV);
                 be.run(new Op.Rope(qm, posM, m, H, D, cfg.ropeTheta(), false));
-                be.run(new Op.Rope(kNew, posM, m, cfg.kvHeads(), D, cfg.ropeTheta(), false));
+                be.run(new Op.Rope(kOut, posM, m, cfg.kvHeads(), D, cfg.ropeTheta(), false));
                 int tk = length + m;
-                be.run(new Op.Attention(qm, kc[l].slice(0, (long) tk * KV), vc[l].slice(0, (long) tk * KV), attm, null,
-                        1, m, tk, H, cfg.kvHeads(), D, length, (long) tk * KV));
+                if (half) {
+                    be.run(new Op.Copy(kOut, kRows));
+                    be.run(new Op.Copy(vOut, vRows));
+                    be.run(new Op.PagedAttention(qm, kc[l], vc[l], pageTable.slice(0, m), lenM, attm, m, H, cfg.kvHeads(), D, capacity, 1));
+                } else {
+                    be.run(new Op.Attention(qm, kc[l].slice(0, (long) tk * KV), vc[l].slice(0, (long) tk * KV), attm, null,
+                            1, m, tk, H, cfg.kvHeads(), D, length, (long) tk * KV));
+                }
                 linear(attm, w.wo[l], tmpm, m, C, C);
                 be.run(new Op.Add(xm, tmpm, mid, (long) m * C));
                 be.run(new Op.RmsNorm(mid, w.n2[l], lnm, null, m, C, cfg.normEps()));
@@ -499,12 +530,21 @@ public final class Llama implements AutoCloseable {
         public void close() { owned.forEach(Buffer::close); }
     }
 
-    /** A fresh inference session holding up to {@code capacity} tokens, prefilling at most {@code chunk} at a time. */
+    /**
+     * A fresh inference session holding up to {@code capacity} tokens, prefilling at most {@code chunk} at a time,
+     * with an F32 cache (exact).
+     */
     public Session session(int capacity, int chunk) {
+        return session(capacity, chunk, DType.F32);
+    }
+
+    /** {@link #session(int, int)} with the cache in {@code kvType}: F32 (exact) or F16 (see {@link Session}). */
+    public Session session(int capacity, int chunk, DType kvType) {
         if (capacity <= 0 || capacity > cfg.context()) {
             throw new IllegalArgumentException("session capacity " + capacity + " must be in 1.." + cfg.context());
         }
-        return new Session(capacity, Math.max(1, Math.min(chunk, capacity)));
+        if (kvType != DType.F32 && kvType != DType.F16) throw new IllegalArgumentException("KV cache type must be F32 or F16, got " + kvType);
+        return new Session(capacity, Math.max(1, Math.min(chunk, capacity)), kvType);
     }
 
     @Override

@@ -378,4 +378,31 @@ class BatchDecoderTest {
             assertTrue(worst > 0, "an F16 cache that matches F32 exactly is not rounding");
         }
     }
+
+    /**
+     * A session with an F16 cache computes what the serving engine's F16 pages compute for the same sequence (prefill
+     * in chunks, then decode), bit for bit: the same rounding of new keys and values, the same paged attention over
+     * the cache as one page. Against an F32 session it is close but not equal.
+     */
+    @Test
+    void anF16SessionMatchesTheF16PagedCacheBitForBit() {
+        int[] prompt = tokens(19, 44);
+        try (BatchDecoder dec = new BatchDecoder(model, 2, 32, 4, 64, 8, DType.F16);
+             Llama.Session half = model.session(64, 8, DType.F16); Llama.Session exact = model.session(64, 8)) {
+            int seq = dec.acquire();
+            float[] want = dec.prefill(seq, prompt, false)[0], got = half.append(prompt), f32 = exact.append(prompt);
+            double worst = relativeError(f32, got);
+            for (int step = 0; step < 12; step++) {
+                assertArrayEquals(want, got, "step " + step);
+                int next = argmax(want);
+                want = dec.decode(new int[] {seq}, new int[] {next})[0];
+                got = half.append(new int[] {next});
+                f32 = exact.append(new int[] {next});
+                worst = Math.max(worst, relativeError(f32, got));
+            }
+            assertEquals(31, half.length());
+            assertTrue(worst > 0 && worst <= 2e-2, "F16 session against F32: logits off by " + worst + " of the largest");
+        }
+        assertThrows(IllegalArgumentException.class, () -> model.session(8, 4, DType.BF16));
+    }
 }
