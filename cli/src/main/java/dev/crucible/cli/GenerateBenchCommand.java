@@ -65,7 +65,8 @@ final class GenerateBenchCommand implements Callable<Integer> {
             description = {"Measure against llama.cpp in the same run: with a GGUF --model (or --shape with --export-gguf),",
                     "each of --reps rounds times Crucible's prompt processing (--prompt-tokens) and decode (--gen-tokens",
                     "steps from an empty cache, as llama-bench's tg test) and then runs this llama-bench once (-r 1) on",
-                    "the same file with as many threads; prints both, the ratio per round, and the medians."})
+                    "the same file with as many threads and the same KV-cache type (-ctk/-ctv from --kv-type; llama-bench's",
+                    "own default is f16); prints both, the ratio per round, and the medians."})
     Path llamaBench;
 
     @Mixin
@@ -93,7 +94,8 @@ final class GenerateBenchCommand implements Callable<Integer> {
                 throw new UserException("--llama-bench compares on one GGUF file: give a .gguf --model (or --shape with --export-gguf)");
             }
             peer = new LlamaBenchPeer(llamaBench, gguf, backendOptions.threads == null
-                    ? Runtime.getRuntime().availableProcessors() : backendOptions.threads, promptTokens, genTokens);
+                    ? Runtime.getRuntime().availableProcessors() : backendOptions.threads, promptTokens, genTokens,
+                    kvOptions.type() == DType.F16 ? "f16" : "f32");
         }
         kvOptions.type();                                                 // a bad --kv-type fails before the model loads
         try (Backend be = profile ? new BenchCommand.Profiler(backendOptions.create()) : backendOptions.create()) {
@@ -175,7 +177,7 @@ final class GenerateBenchCommand implements Callable<Integer> {
         long warmEnd = System.nanoTime() + (long) (warmup * 1e9);
         int warmRounds = 0;
         for (int r = -1; r < reps; r++) {
-            try (Llama.Session s = m.session(promptTokens + genTokens, prefillChunk)) {
+            try (Llama.Session s = m.session(promptTokens + genTokens, prefillChunk, kvOptions.type())) {
                 if (m.backend() instanceof BenchCommand.Profiler p) p.reset();
                 long t0 = System.nanoTime();
                 float[] logits = s.append(prompt);
@@ -222,7 +224,7 @@ final class GenerateBenchCommand implements Callable<Integer> {
 
     /** Prompt processing tokens/s: one prefill of {@code prompt} into a fresh session. */
     private double prefillRate(Llama m, int[] prompt) {
-        try (Llama.Session s = m.session(prompt.length + 1, prefillChunk)) {
+        try (Llama.Session s = m.session(prompt.length + 1, prefillChunk, kvOptions.type())) {
             long t0 = System.nanoTime();
             s.append(prompt);
             return prompt.length / ((System.nanoTime() - t0) / 1e9);
@@ -231,7 +233,7 @@ final class GenerateBenchCommand implements Callable<Integer> {
 
     /** Decode tokens/s from an empty cache, as llama-bench's tg test: --gen-tokens single-token steps from position 0. */
     private double decodeRate(Llama m, int first) {
-        try (Llama.Session s = m.session(genTokens, prefillChunk)) {
+        try (Llama.Session s = m.session(genTokens, prefillChunk, kvOptions.type())) {
             long t0 = System.nanoTime();
             int next = first;
             for (int i = 0; i < genTokens; i++) next = dev.crucible.engine.Sampler.argmax(s.append(new int[]{next}));

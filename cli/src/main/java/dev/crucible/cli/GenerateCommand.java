@@ -53,14 +53,18 @@ final class GenerateCommand implements Callable<Integer> {
     @Mixin
     WeightOptions weightOptions;
 
+    @Mixin
+    KvOptions kvOptions;
+
     @Override
     public Integer call() {
         if (maxTokens <= 0) throw new UserException("--max-tokens must be positive");
+        dev.crucible.tensor.DType kvType = kvOptions.type();                   // a bad --kv-type fails before the model loads
         if ((checkpoint == null) == (model == null)) throw new UserException("give exactly one of --checkpoint DIR or --model PATH");
         Path source = model != null ? model : checkpoint;
         SamplingParams sp = new SamplingParams(temperature, topK, topP, seed);
         try (Backend be = backendOptions.create(); ModelFiles.Loaded m = ModelFiles.load(source, be, weightOptions.type())) {
-            Generator g = new Generator(m.model(), m.tokenizer(), Tokenizers.eosId(m.tokenizer()));
+            Generator g = new Generator(m.model(), m.tokenizer(), Tokenizers.eosId(m.tokenizer()), kvType);
             Generator.Result r = g.generate(prompt, maxTokens, sp, stops, s -> {
                 System.out.print(s);
                 System.out.flush();

@@ -5,10 +5,10 @@ import picocli.CommandLine.Option;
 
 import java.util.Locale;
 
-/** --kv-type: the type the paged KV cache (the serving path's BatchDecoder) keeps keys and values in. */
+/** --kv-type: the type the KV cache (a generate session's, or the serving path's paged one) keeps keys and values in. */
 final class KvOptions {
     @Option(names = "--kv-type", paramLabel = "f32|f16", defaultValue = "f32",
-            description = "KV-cache type: f32 (exact; the same attention as `crucible generate`), or f16 (half the memory: "
+            description = "KV-cache type: f32 (exact; the training forward's attention), or f16 (half the memory: "
                     + "twice the tokens in the same bytes; llama.cpp's default; on the CPU its attention is faster than f32's with the "
                     + "native kernels, slower without them). "
                     + "Default: ${DEFAULT-VALUE}.")

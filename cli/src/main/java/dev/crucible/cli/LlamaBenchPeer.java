@@ -21,8 +21,10 @@ final class LlamaBenchPeer {
     private final Path exe;
     private final Path model;
     private final int threads, promptTokens, genTokens;
+    private final String cacheType;
 
-    LlamaBenchPeer(Path exe, Path model, int threads, int promptTokens, int genTokens) {
+    /** cacheType: llama.cpp's name of the KV-cache type (f32, f16), given to -ctk and -ctv. */
+    LlamaBenchPeer(Path exe, Path model, int threads, int promptTokens, int genTokens, String cacheType) {
         if (!Files.isRegularFile(exe)) throw new UserException("--llama-bench: no such file: " + exe);
         if (!Files.isExecutable(exe)) throw new UserException("--llama-bench: not executable: " + exe);
         this.exe = exe;
@@ -30,11 +32,12 @@ final class LlamaBenchPeer {
         this.threads = threads;
         this.promptTokens = promptTokens;
         this.genTokens = genTokens;
+        this.cacheType = cacheType;
     }
 
     List<String> command() {
         return List.of(exe.toString(), "-m", model.toString(), "-t", "" + threads, "-p", "" + promptTokens, "-n", "" + genTokens,
-                "-r", "1", "-o", "json");
+                "-ctk", cacheType, "-ctv", cacheType, "-r", "1", "-o", "json");
     }
 
     /** Runs llama-bench once (it warms up itself); a failure is a user error carrying the end of its output. */

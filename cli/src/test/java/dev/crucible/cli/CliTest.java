@@ -198,7 +198,7 @@ class CliTest {
         Files.writeString(fake, """
                 #!/bin/sh
                 echo "$@" >> '%s'
-                case "$*" in *"-m %s -t 1 -p 8 -n 4 -r 1 -o json"*) ;; *) echo "unexpected arguments: $*" >&2; exit 3;; esac
+                case "$*" in *"-m %s -t 1 -p 8 -n 4 -ctk f32 -ctv f32 -r 1 -o json"*) ;; *) echo "unexpected arguments: $*" >&2; exit 3;; esac
                 echo '[{"model_type":"llama ?B F32","build_commit":"abc123","n_prompt":8,"n_gen":0,"avg_ts":2.0},'
                 echo ' {"model_type":"llama ?B F32","build_commit":"abc123","n_prompt":0,"n_gen":4,"avg_ts":0.5}]'
                 """.formatted(calls, gguf));
