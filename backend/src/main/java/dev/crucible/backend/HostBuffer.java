@@ -18,12 +18,20 @@ public final class HostBuffer implements Buffer {
     private final long elements;
     private final MemorySegment segment;
     private final Arena arena; // null for slices
+    private final HostBuffer root; // the buffer this is a slice of (itself for roots)
+    private final long rootOffset; // elements into the root
 
     private HostBuffer(DType type, long elements, MemorySegment segment, Arena arena) {
+        this(type, elements, segment, arena, null, 0);
+    }
+
+    private HostBuffer(DType type, long elements, MemorySegment segment, Arena arena, HostBuffer root, long rootOffset) {
         this.type = type;
         this.elements = elements;
         this.segment = segment;
         this.arena = arena;
+        this.root = root == null ? this : root;
+        this.rootOffset = rootOffset;
     }
 
     /** Zero-filled, 64-byte aligned (a cache line, and a full AVX-512 vector). */
@@ -69,12 +77,18 @@ public final class HostBuffer implements Buffer {
 
     public MemorySegment segment() { return segment; }
 
+    /** The buffer this one is a slice of (through any number of slices), or this buffer itself. */
+    public HostBuffer root() { return root; }
+
+    /** Where this buffer starts in {@link #root()}, in elements. */
+    public long rootOffset() { return rootOffset; }
+
     @Override
     public HostBuffer slice(long offset, long count) {
         if (offset < 0 || count < 0 || offset + count > elements) {
             throw new IndexOutOfBoundsException("slice [" + offset + ", " + (offset + count) + ") of " + elements);
         }
-        return new HostBuffer(type, count, segment.asSlice(type.bytes(offset), type.bytes(count)), null);
+        return new HostBuffer(type, count, segment.asSlice(type.bytes(offset), type.bytes(count)), null, root, rootOffset + offset);
     }
 
     public float getFloat(long i) { return segment.getAtIndex(F32, i); }

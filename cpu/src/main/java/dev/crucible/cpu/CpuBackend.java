@@ -265,6 +265,18 @@ public final class CpuBackend extends HostBackend {
         super.copyIn(dst, src);
     }
 
+    /**
+     * For a weight matrix that is a slice of a larger buffer of the same type holding whole rows of k (Llama's fused
+     * q;k;v and gate;up), the row it starts at in that buffer; −1 for a buffer of its own or any other slice.
+     */
+    private static long rowsInRoot(Buffer b, int k) {
+        HostBuffer h = HostBuffer.of(b), root = h.root();
+        if (root == h || root.type() != h.type() || root.elements() % k != 0 || h.rootOffset() % k != 0) return -1;
+        return h.rootOffset() / k;
+    }
+
+    private static long rootRows(Buffer b, int k) { return HostBuffer.of(b).root().elements() / k; }
+
     private void matmul(Op.MatMul o) {
         MemorySegment a = seg(o.a()), b = seg(o.b()), c = seg(o.c());
         DType bType = o.b().type();
@@ -280,7 +292,19 @@ public final class CpuBackend extends HostBackend {
         if (stored && nat != null && (bType == DType.Q4_0 && q4Int || bType == DType.Q8_0 && q8Int)) {
             CpuNative.Packed p = nativePacked.get(o.b());
             if (p == null || p.n() != o.n() || p.k() != o.k()) {
-                p = nat.pack(pool, bType, b, o.n(), o.k());
+                long r0 = rowsInRoot(o.b(), o.k());
+                if (r0 >= 0 && r0 % CpuNative.PACK_ROWS == 0 && (o.n() % CpuNative.PACK_ROWS == 0 || r0 + o.n() == rootRows(o.b(), o.k()))) {
+                    // A row range of a matrix stored whole (Llama's fused q;k;v and gate;up): that matrix's packed copy.
+                    HostBuffer root = HostBuffer.of(o.b()).root();
+                    CpuNative.Packed whole = nativePacked.get(root);
+                    if (whole == null || whole.k() != o.k()) {
+                        whole = nat.pack(pool, bType, root.segment(), Math.toIntExact(rootRows(o.b(), o.k())), o.k());
+                        nativePacked.put(root, whole);
+                    }
+                    p = whole.rows((int) r0, o.n());
+                } else {
+                    p = nat.pack(pool, bType, b, o.n(), o.k());
+                }
                 nativePacked.put(o.b(), p);
             }
             nat.matmulPacked(pool, a, p, c, o.m(), o.n(), o.k(), o.accumulate());
@@ -289,7 +313,18 @@ public final class CpuBackend extends HostBackend {
         if (bType == DType.Q4_0 && q4Int && o.m() < MatMul.SKINNY_M && o.transB() && !o.transA()) {
             Q4Int.Packed p = q4Packed.get(o.b());
             if (p == null || p.n() != o.n() || p.k() != o.k()) {
-                p = Q4Int.pack(pool, b, o.n(), o.k());
+                long r0 = rowsInRoot(o.b(), o.k());
+                if (r0 >= 0) {                                    // rows of a matrix stored whole: its packed copy
+                    HostBuffer root = HostBuffer.of(o.b()).root();
+                    Q4Int.Packed whole = q4Packed.get(root);
+                    if (whole == null || whole.k() != o.k()) {
+                        whole = Q4Int.pack(pool, root.segment(), Math.toIntExact(rootRows(o.b(), o.k())), o.k());
+                        q4Packed.put(root, whole);
+                    }
+                    p = whole.rows((int) r0, o.n());
+                } else {
+                    p = Q4Int.pack(pool, b, o.n(), o.k());
+                }
                 q4Packed.put(o.b(), p);
             }
             Q4Int.matmul(pool, a, p, c, o.m(), o.n(), o.k(), o.accumulate());

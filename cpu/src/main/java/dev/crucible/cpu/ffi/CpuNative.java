@@ -218,8 +218,10 @@ public final class CpuNative {
         }
     }
 
-    /** Rows per packed group, and bytes per group and block (crucible_cpu.c: PACK_ROWS, PACK_Q4, PACK_Q8). */
-    static final int PACK_ROWS = 16, PACK_Q4 = 288, PACK_Q8 = 544;
+    /** Rows per packed group (one per 32-bit lane of a 512-bit vector; crucible_cpu.c: PACK_ROWS). */
+    public static final int PACK_ROWS = 16;
+    /** Bytes per group and block (crucible_cpu.c: PACK_Q4, PACK_Q8). */
+    static final int PACK_Q4 = 288, PACK_Q8 = 544;
 
     /**
      * A Q4_0 or Q8_0 matrix (n rows of k) rearranged for the packed kernel: 16 rows per group, as many bytes as the
@@ -227,6 +229,19 @@ public final class CpuNative {
      */
     public record Packed(MemorySegment seg, DType type, int n, int k) {
         int groups() { return (n + PACK_ROWS - 1) / PACK_ROWS; }
+
+        /**
+         * Rows r0 … r0+count-1 as a packed matrix of their own (the same memory): r0 must start a group of 16, and
+         * the rows end on a group boundary or at the last row.
+         */
+        public Packed rows(int r0, int count) {
+            if (r0 < 0 || count <= 0 || r0 + count > n || r0 % PACK_ROWS != 0 || (count % PACK_ROWS != 0 && r0 + count != n)) {
+                throw new IllegalArgumentException("rows " + r0 + "+" + count + " of " + n + " are not whole groups of " + PACK_ROWS);
+            }
+            long groupBytes = (long) (k / 32) * (type == DType.Q4_0 ? PACK_Q4 : PACK_Q8);
+            int groups = (count + PACK_ROWS - 1) / PACK_ROWS;
+            return new Packed(seg.asSlice(r0 / PACK_ROWS * groupBytes, groups * groupBytes), type, count, k);
+        }
     }
 
     /** Rearranges the n rows of k elements at {@code w} (GGUF Q4_0 or Q8_0 blocks), row groups in parallel. */

@@ -77,6 +77,12 @@ public final class Q4Int {
     /** A Q4_0 matrix (n rows of k) rearranged for this kernel; its memory is freed by the GC with the object. */
     public record Packed(MemorySegment seg, int n, int k, int groups) {
         long rowBytes() { return groups * GROUP_BYTES; }
+
+        /** Rows r0 … r0+count-1 as a packed matrix of their own (the same memory). */
+        public Packed rows(int r0, int count) {
+            if (r0 < 0 || count <= 0 || r0 + count > n) throw new IllegalArgumentException("rows " + r0 + "+" + count + " of " + n);
+            return new Packed(seg.asSlice(r0 * rowBytes(), count * rowBytes()), count, k, groups);
+        }
     }
 
     /** Rearranges the n Q4_0 rows of k elements stored at {@code b} (GGUF blocks), rows in parallel. */

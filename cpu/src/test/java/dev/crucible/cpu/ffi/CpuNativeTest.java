@@ -374,6 +374,48 @@ class CpuNativeTest {
         assertEquals(0, ran.get(), "the native rows never saw a cache shorter than the keys");
     }
 
+    /**
+     * A weight matrix that is a row range of a larger one (Llama's fused q;k;v) is multiplied from the larger
+     * matrix's packed copy where the rows start a group of 16, and packed alone where they do not: the same bits as
+     * the same rows in a buffer of their own, either way, for one row and for a prefill chunk.
+     */
+    @Test
+    void rowRangesOfAStoredMatrixGiveTheBitsOfTheRowsAlone() {
+        kernels();
+        Random r = new Random(33);
+        int rows = 80, k = 96;
+        for (DType type : new DType[] {DType.Q4_0, DType.Q8_0}) {
+            float[] w = gaussian(r, rows * k, 0.05);
+            byte[] all = Blocks.encode(type, w, 0, w.length);
+            try (CpuBackend be = new CpuBackend(2)) {
+                Buffer root = be.allocate(type, (long) rows * k);
+                be.copyIn(root, MemorySegment.ofArray(all));
+                for (int[] range : new int[][] {{0, 32}, {32, 48}, {8, 16}, {64, 16}, {16, 64}}) {
+                    int r0 = range[0], n = range[1];
+                    Buffer alone = be.allocate(type, (long) n * k);
+                    be.copyIn(alone, MemorySegment.ofArray(Blocks.encode(type, w, r0 * k, n * k)));
+                    for (int m : new int[] {1, 5}) {
+                        float[] x = gaussian(r, m * k, 1);
+                        Buffer a = be.allocate(DType.F32, (long) m * k), c1 = be.allocate(DType.F32, (long) m * n), c2 = be.allocate(DType.F32, (long) m * n);
+                        be.copyIn(a, MemorySegment.ofArray(x));
+                        be.run(new Op.MatMul(a, root.slice((long) r0 * k, (long) n * k), c1, m, n, k, false, true, false));
+                        be.run(new Op.MatMul(a, alone, c2, m, n, k, false, true, false));
+                        float[] g1 = new float[m * n], g2 = new float[m * n];
+                        be.copyOut(c1, MemorySegment.ofArray(g1));
+                        be.copyOut(c2, MemorySegment.ofArray(g2));
+                        for (int i = 0; i < g1.length; i++) {
+                            assertEquals(Float.floatToRawIntBits(g2[i]), Float.floatToRawIntBits(g1[i]), type + " rows " + r0 + "+" + n + " m " + m + " at " + i);
+                        }
+                    }
+                }
+            }
+        }
+        CpuNative.Packed p = kernels().pack(Parallel.SERIAL, DType.Q4_0, MemorySegment.ofArray(new byte[40 * 18 * 2]), 40, 64);
+        assertEquals(24, p.rows(16, 24).n());
+        assertThrows(IllegalArgumentException.class, () -> p.rows(8, 16));          // not at a group's start
+        assertThrows(IllegalArgumentException.class, () -> p.rows(0, 20));          // ends inside a group, not at the last row
+    }
+
     @Test
     void aRowAloneAndInAStepOfManyGiveTheSameBitsOnAnyThreadCount() {
         CpuNative nat = kernels();
