@@ -61,10 +61,12 @@ public final class BatchDecoder implements AutoCloseable {
     private final int maxSequences, pages, pageSize, maxLength, maxPages, rows;
     private final Buffer embed, norm, lmHead;
     private final Buffer[] n1, wq, wk, wv, wo, n2, wg, wu, wd;
+    /** Per layer, (q; k; v) and (gate; up) as one matrix (Llama.fusedQkv), or null: one-row steps use them. */
+    private final Buffer[] qkv, gu;
     private final DType kvType;                                      // F32 or F16
     private final Buffer[] kPool, vPool;                             // L × (pages, pageSize, KV·D) of kvType
     private final Buffer pageTable, lengths;                         // (rows, maxPages) I32, (rows) I32
-    private final Buffer ids, positions, x, ln, q, kNew, vNew, att, tmp, mid, gate, up, hid, logits;
+    private final Buffer ids, positions, x, ln, q, kNew, vNew, att, tmp, mid, gate, up, hid, logits, qkvOut, guOut;
     private final List<Buffer> owned = new ArrayList<>();
     // Host-side bookkeeping, per sequence id: its pages in token order (table[s][0 … pageCount[s]-1], the rest −1).
     private final int[][] table;
@@ -124,7 +126,10 @@ public final class BatchDecoder implements AutoCloseable {
         n1 = new Buffer[L]; wq = new Buffer[L]; wk = new Buffer[L]; wv = new Buffer[L]; wo = new Buffer[L];
         n2 = new Buffer[L]; wg = new Buffer[L]; wu = new Buffer[L]; wd = new Buffer[L];
         kPool = new Buffer[L]; vPool = new Buffer[L];
+        qkv = new Buffer[L]; gu = new Buffer[L];
         for (int l = 0; l < L; l++) {
+            qkv[l] = model.fusedQkv(l);
+            gu[l] = model.fusedGateUp(l);
             String p = "model.layers." + l + ".";
             n1[l] = model.param(p + "input_layernorm.weight");
             wq[l] = model.param(p + "self_attn.q_proj.weight");
@@ -154,6 +159,8 @@ public final class BatchDecoder implements AutoCloseable {
         up = alloc(DType.F32, (long) rows * F);
         hid = alloc(DType.F32, (long) rows * F);
         logits = alloc(DType.F32, (long) rows * cfg.vocab());
+        qkvOut = alloc(DType.F32, C + 2L * KV);
+        guOut = alloc(DType.F32, 2L * F);
         table = new int[maxSequences][maxPages];
         for (int[] t : table) Arrays.fill(t, -1);
         pageCount = new int[maxSequences];
@@ -406,25 +413,38 @@ public final class BatchDecoder implements AutoCloseable {
         Buffer gm = gate.slice(0, (long) m * F), um = up.slice(0, (long) m * F), hm = hid.slice(0, (long) m * F);
         be.run(new Op.Embedding(idsM, embed, xm, m, C));                                         // (m,C)
         for (int l = 0; l < cfg.layers(); l++) {
+            // One row: q, k and v from one matmul on the fused matrix, where the model has one.
+            boolean fused = m == 1 && qkv[l] != null;
+            Buffer qIn = fused ? qkvOut.slice(0, C) : qm, kIn = fused ? qkvOut.slice(C, KV) : km;
+            Buffer vIn = fused ? qkvOut.slice(C + KV, KV) : vm;
             be.run(new Op.RmsNorm(xm, n1[l], lnm, null, m, C, cfg.normEps()));
-            linear(lnm, wq[l], qm, m, C, C, piece);                                              // (m,H·D)
-            linear(lnm, wk[l], km, m, C, KV, piece);                                             // (m,KV·D)
-            linear(lnm, wv[l], vm, m, C, KV, piece);
-            be.run(new Op.Rope(qm, posM, m, H, D, cfg.ropeTheta(), false));
-            be.run(new Op.Rope(km, posM, m, cfg.kvHeads(), D, cfg.ropeTheta(), false));
+            if (fused) {
+                be.run(new Op.MatMul(lnm, qkv[l], qkvOut, 1, C + 2 * KV, C, false, true, false));  // (1,H·D+2·KV·D)
+            } else {
+                linear(lnm, wq[l], qm, m, C, C, piece);                                          // (m,H·D)
+                linear(lnm, wk[l], km, m, C, KV, piece);                                         // (m,KV·D)
+                linear(lnm, wv[l], vm, m, C, KV, piece);
+            }
+            be.run(new Op.Rope(qIn, posM, m, H, D, cfg.ropeTheta(), false));
+            be.run(new Op.Rope(kIn, posM, m, cfg.kvHeads(), D, cfg.ropeTheta(), false));
             for (KvWrite w : writes) {                                                           // into the pages
                 long src = (long) w.row() * KV, dst = w.poolRow() * KV, n = (long) w.count() * KV;
-                be.run(new Op.Copy(km.slice(src, n), kPool[l].slice(dst, n)));
-                be.run(new Op.Copy(vm.slice(src, n), vPool[l].slice(dst, n)));
+                be.run(new Op.Copy(kIn.slice(src, n), kPool[l].slice(dst, n)));
+                be.run(new Op.Copy(vIn.slice(src, n), vPool[l].slice(dst, n)));
             }
-            be.run(new Op.PagedAttention(qm, kPool[l], vPool[l], tableM, lenM, attm, m, H, cfg.kvHeads(), D,
+            be.run(new Op.PagedAttention(qIn, kPool[l], vPool[l], tableM, lenM, attm, m, H, cfg.kvHeads(), D,
                     pageSize, maxPages));                                                        // (m,H·D)
             linear(attm, wo[l], tmpm, m, C, C, piece);
             be.run(new Op.Add(xm, tmpm, midm, (long) m * C));
             be.run(new Op.RmsNorm(midm, n2[l], lnm, null, m, C, cfg.normEps()));
-            linear(lnm, wg[l], gm, m, C, F, piece);                                              // (m,F)
-            linear(lnm, wu[l], um, m, C, F, piece);
-            be.run(new Op.SwiGlu(gm, um, hm, (long) m * F));
+            if (m == 1 && gu[l] != null) {
+                be.run(new Op.MatMul(lnm, gu[l], guOut, 1, 2 * F, C, false, true, false));          // (1,2F)
+                be.run(new Op.SwiGlu(guOut.slice(0, F), guOut.slice(F, F), hm, F));
+            } else {
+                linear(lnm, wg[l], gm, m, C, F, piece);                                          // (m,F)
+                linear(lnm, wu[l], um, m, C, F, piece);
+                be.run(new Op.SwiGlu(gm, um, hm, (long) m * F));
+            }
             linear(hm, wd[l], tmpm, m, F, C, piece);                                             // (m,C)
             be.run(new Op.Add(midm, tmpm, xm, (long) m * C));
         }

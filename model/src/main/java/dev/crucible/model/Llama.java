@@ -35,6 +35,33 @@ public final class Llama implements AutoCloseable {
     private final Buffer grads;
     /** Inference-only models: one buffer per tensor, each in its own storage type; null for trainable models. */
     private final Map<String, Buffer> stored;
+    /**
+     * Inference-only models: buffers that hold a group of stored tensors as slices (see {@link #forInference}), by
+     * the group's first tensor; empty for trainable models.
+     */
+    private final Map<String, Buffer> fusedRoots;
+
+    /** Tensors of a layer stored one after another that a one-token step multiplies as one matrix. */
+    private static final List<String> QKV = List.of("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+            GATE_UP = List.of("mlp.gate_proj.weight", "mlp.up_proj.weight");
+
+    private static List<String> group(int layer, List<String> parts) {
+        return parts.stream().map(n -> "model.layers." + layer + "." + n).toList();
+    }
+
+    /** The group's tensors of layer l as one view of {@code all} (consecutive in {@link ParamLayout}). */
+    private Buffer span(Buffer all, int l, List<String> parts) {
+        List<String> names = group(l, parts);
+        ParamLayout.Tensor first = layout.get(names.get(0));
+        long at = first.offset(), total = 0;
+        for (String n : names) {
+            ParamLayout.Tensor t = layout.get(n);
+            if (t.offset() != at) return null;
+            at += t.size();
+            total += t.size();
+        }
+        return all.slice(first.offset(), total);
+    }
     private final Weights w;
     private final Weights g;
     private Activations acts;
@@ -47,20 +74,22 @@ public final class Llama implements AutoCloseable {
         this.params = be.allocate(DType.F32, layout.total());
         this.grads = be.allocate(DType.F32, layout.total());
         this.stored = null;
+        this.fusedRoots = Map.of();
         be.run(new Op.Fill(params, 0f));
         be.run(new Op.Fill(grads, 0f));
-        this.w = new Weights(name -> slice(params, layout.get(name)));
-        this.g = new Weights(name -> slice(grads, layout.get(name)));
+        this.w = new Weights(name -> slice(params, layout.get(name)), l -> span(params, l, QKV), l -> span(params, l, GATE_UP));
+        this.g = new Weights(name -> slice(grads, layout.get(name)), l -> null, l -> null);
     }
 
-    private Llama(LlamaConfig cfg, Backend backend, Map<String, Buffer> stored) {
+    private Llama(LlamaConfig cfg, Backend backend, Map<String, Buffer> stored, Map<String, Buffer> fusedRoots) {
         this.cfg = cfg;
         this.be = backend;
         this.layout = ParamLayout.of(cfg);
         this.params = null;
         this.grads = null;
         this.stored = stored;
-        this.w = new Weights(stored::get);
+        this.fusedRoots = fusedRoots;
+        this.w = new Weights(stored::get, l -> fusedRoots.get(group(l, QKV).get(0)), l -> fusedRoots.get(group(l, GATE_UP).get(0)));
         this.g = null;
     }
 
@@ -68,26 +97,75 @@ public final class Llama implements AutoCloseable {
      * A model for inference only: no gradients, and every tensor in the storage type {@code types} picks for it (F32,
      * or for the matrices F16, BF16, Q8_0 or Q4_0, used by the matmuls as stored). {@code fill} then receives each
      * tensor's HF name and its freshly allocated buffer, and must copy the weights in. Norm weights are always F32.
+     *
+     * <p>Where a layer's q, k and v projections share a type, they are stored as one (q; k; v) matrix, and gate and
+     * up as one (gate; up): each tensor is a slice of it. A one-token step then streams each with one matmul instead
+     * of three or two (fewer, longer weight streams; the same products, so the same bits).
      */
     public static Llama forInference(LlamaConfig cfg, Backend backend, java.util.function.Function<String, DType> types,
                                      java.util.function.BiConsumer<String, Buffer> fill) {
+        return forInference(cfg, backend, types, fill, true);
+    }
+
+    /** {@link #forInference(LlamaConfig, Backend, java.util.function.Function, java.util.function.BiConsumer)}, fusing or not. */
+    public static Llama forInference(LlamaConfig cfg, Backend backend, java.util.function.Function<String, DType> types,
+                                     java.util.function.BiConsumer<String, Buffer> fill, boolean fuse) {
         ParamLayout layout = ParamLayout.of(cfg);
-        Map<String, Buffer> stored = new LinkedHashMap<>();
+        Map<String, DType> typeOf = new LinkedHashMap<>();
+        for (ParamLayout.Tensor t : layout.tensors()) {
+            DType type = t.decays() ? types.apply(t.name()) : DType.F32;
+            long rowLength = t.shape()[t.shape().length - 1];
+            if (type != DType.F32 && rowLength % type.blockSize() != 0) type = DType.F32; // rows must be whole blocks
+            typeOf.put(t.name(), type);
+        }
+        // Groups of consecutive tensors stored as one buffer: (first tensor's name → the group's names).
+        Map<String, List<String>> groups = new LinkedHashMap<>();
+        if (fuse) {
+            for (int l = 0; l < cfg.layers(); l++) {
+                for (List<String> g : List.of(group(l, QKV), group(l, GATE_UP))) {
+                    if (g.stream().map(typeOf::get).distinct().count() == 1) groups.put(g.get(0), g);
+                }
+            }
+        }
+        Map<String, Buffer> stored = new LinkedHashMap<>(), roots = new LinkedHashMap<>();
         try {
             for (ParamLayout.Tensor t : layout.tensors()) {
-                DType type = t.decays() ? types.apply(t.name()) : DType.F32;
-                long rowLength = t.shape()[t.shape().length - 1];
-                if (type != DType.F32 && rowLength % type.blockSize() != 0) type = DType.F32; // rows must be whole blocks
-                Buffer b = backend.allocate(type, t.size());
-                stored.put(t.name(), b);
-                fill.accept(t.name(), b);
+                if (stored.containsKey(t.name())) continue;                 // filled with its group
+                List<String> g = groups.get(t.name());
+                if (g == null) {
+                    Buffer b = backend.allocate(typeOf.get(t.name()), t.size());
+                    stored.put(t.name(), b);
+                    fill.accept(t.name(), b);
+                    continue;
+                }
+                long total = 0;
+                for (String name : g) total += layout.get(name).size();
+                Buffer root = backend.allocate(typeOf.get(t.name()), total);
+                roots.put(t.name(), root);
+                long at = 0;
+                for (String name : g) {
+                    Buffer b = root.slice(at, layout.get(name).size());
+                    at += b.elements();
+                    stored.put(name, b);
+                    fill.accept(name, b);
+                }
             }
         } catch (RuntimeException e) {
             stored.values().forEach(Buffer::close);
+            roots.values().forEach(Buffer::close);
             throw e;
         }
-        return new Llama(cfg, backend, stored);
+        return new Llama(cfg, backend, stored, roots);
     }
+
+    /**
+     * Layer l's q, k and v projections as one (q; k; v) matrix of (H·D + 2·KV·D) rows, or null where they are not
+     * stored together. Trainable models always have it (a view of the parameters).
+     */
+    public Buffer fusedQkv(int l) { return w.qkv[l]; }
+
+    /** Layer l's gate and up projections as one (gate; up) matrix of 2·ffn rows, or null. */
+    public Buffer fusedGateUp(int l) { return w.gu[l]; }
 
     /** True for models made by {@link #forInference}: they have no gradients and cannot train. */
     public boolean inferenceOnly() { return stored != null; }
@@ -168,11 +246,15 @@ public final class Llama implements AutoCloseable {
     private final class Weights {
         final Buffer embed, norm, lmHead;
         final Buffer[] n1, wq, wk, wv, wo, n2, wg, wu, wd;
+        /** Per layer, (q; k; v) and (gate; up) as one matrix where the tensors lie so in memory, else null. */
+        final Buffer[] qkv, gu;
 
-        Weights(java.util.function.Function<String, Buffer> all) {
+        Weights(java.util.function.Function<String, Buffer> all, java.util.function.IntFunction<Buffer> qkvOf,
+                java.util.function.IntFunction<Buffer> guOf) {
             int L = cfg.layers();
             n1 = new Buffer[L]; wq = new Buffer[L]; wk = new Buffer[L]; wv = new Buffer[L]; wo = new Buffer[L];
             n2 = new Buffer[L]; wg = new Buffer[L]; wu = new Buffer[L]; wd = new Buffer[L];
+            qkv = new Buffer[L]; gu = new Buffer[L];
             embed = s(all, "model.embed_tokens.weight");
             for (int l = 0; l < L; l++) {
                 String p = "model.layers." + l + ".";
@@ -185,6 +267,8 @@ public final class Llama implements AutoCloseable {
                 wg[l] = s(all, p + "mlp.gate_proj.weight");
                 wu[l] = s(all, p + "mlp.up_proj.weight");
                 wd[l] = s(all, p + "mlp.down_proj.weight");
+                qkv[l] = qkvOf.apply(l);
+                gu[l] = guOf.apply(l);
             }
             norm = s(all, "model.norm.weight");
             lmHead = cfg.tied() ? embed : s(all, "lm_head.weight");
@@ -401,6 +485,8 @@ public final class Llama implements AutoCloseable {
         private final Buffer ids, positions, x, ln, q, att, tmp, resMid, gate, up, hid, logits;
         /** F16 cache only: this chunk's keys and values in F32, the page table (one page) and each row's key count. */
         private final Buffer kNew, vNew, pageTable, lengths;
+        /** One-token steps: the (q; k; v) and (gate; up) products of the fused matrices. */
+        private final Buffer qkvOut, guOut;
         private final List<Buffer> owned = new ArrayList<>();
         private int length;
 
@@ -421,6 +507,8 @@ public final class Llama implements AutoCloseable {
             pageTable = half ? alloc(DType.I32, chunk) : null;            // every row: page 0, the whole cache
             lengths = half ? alloc(DType.I32, chunk) : null;
             if (half) be.copyIn(pageTable, MemorySegment.ofArray(new int[chunk]));
+            qkvOut = alloc(DType.F32, C + 2L * KV);
+            guOut = alloc(DType.F32, 2L * F);
             ids = alloc(DType.I32, chunk);
             positions = alloc(DType.I32, chunk);
             x = alloc(DType.F32, (long) chunk * C);
@@ -492,28 +580,43 @@ public final class Llama implements AutoCloseable {
             for (int l = 0; l < cfg.layers(); l++) {
                 Buffer kRows = kc[l].slice((long) length * KV, (long) m * KV), vRows = vc[l].slice((long) length * KV, (long) m * KV);
                 // F32: projected straight into the cache. F16: projected in F32, rounded as they are copied in.
-                Buffer kOut = half ? kNew.slice(0, (long) m * KV) : kRows, vOut = half ? vNew.slice(0, (long) m * KV) : vRows;
+                // One token: q, k and v from one matmul on the fused matrix, where the model has one.
+                boolean fused = m == 1 && w.qkv[l] != null;
+                Buffer qIn = fused ? qkvOut.slice(0, C) : qm;
+                Buffer kOut = fused ? qkvOut.slice(C, KV) : half ? kNew.slice(0, (long) m * KV) : kRows;
+                Buffer vOut = fused ? qkvOut.slice(C + KV, KV) : half ? vNew.slice(0, (long) m * KV) : vRows;
                 be.run(new Op.RmsNorm(xm, w.n1[l], lnm, null, m, C, cfg.normEps()));
-                linear(lnm, w.wq[l], qm, m, C, C);
-                linear(lnm, w.wk[l], kOut, m, C, KV);
-                linear(lnm, w.wv[l], vOut, m, C, KV);
-                be.run(new Op.Rope(qm, posM, m, H, D, cfg.ropeTheta(), false));
+                if (fused) {
+                    linear(lnm, w.qkv[l], qkvOut, 1, C, C + 2 * KV);
+                } else {
+                    linear(lnm, w.wq[l], qm, m, C, C);
+                    linear(lnm, w.wk[l], kOut, m, C, KV);
+                    linear(lnm, w.wv[l], vOut, m, C, KV);
+                }
+                be.run(new Op.Rope(qIn, posM, m, H, D, cfg.ropeTheta(), false));
                 be.run(new Op.Rope(kOut, posM, m, cfg.kvHeads(), D, cfg.ropeTheta(), false));
                 int tk = length + m;
-                if (half) {
+                if (half || fused) {
                     be.run(new Op.Copy(kOut, kRows));
                     be.run(new Op.Copy(vOut, vRows));
-                    be.run(new Op.PagedAttention(qm, kc[l], vc[l], pageTable.slice(0, m), lenM, attm, m, H, cfg.kvHeads(), D, capacity, 1));
+                }
+                if (half) {
+                    be.run(new Op.PagedAttention(qIn, kc[l], vc[l], pageTable.slice(0, m), lenM, attm, m, H, cfg.kvHeads(), D, capacity, 1));
                 } else {
-                    be.run(new Op.Attention(qm, kc[l].slice(0, (long) tk * KV), vc[l].slice(0, (long) tk * KV), attm, null,
+                    be.run(new Op.Attention(qIn, kc[l].slice(0, (long) tk * KV), vc[l].slice(0, (long) tk * KV), attm, null,
                             1, m, tk, H, cfg.kvHeads(), D, length, (long) tk * KV));
                 }
                 linear(attm, w.wo[l], tmpm, m, C, C);
                 be.run(new Op.Add(xm, tmpm, mid, (long) m * C));
                 be.run(new Op.RmsNorm(mid, w.n2[l], lnm, null, m, C, cfg.normEps()));
-                linear(lnm, w.wg[l], gm, m, C, F);
-                linear(lnm, w.wu[l], um, m, C, F);
-                be.run(new Op.SwiGlu(gm, um, hm, (long) m * F));
+                if (m == 1 && w.gu[l] != null) {
+                    linear(lnm, w.gu[l], guOut, 1, C, 2 * F);
+                    be.run(new Op.SwiGlu(guOut.slice(0, F), guOut.slice(F, F), hm, F));
+                } else {
+                    linear(lnm, w.wg[l], gm, m, C, F);
+                    linear(lnm, w.wu[l], um, m, C, F);
+                    be.run(new Op.SwiGlu(gm, um, hm, (long) m * F));
+                }
                 linear(hm, w.wd[l], tmpm, m, F, C);
                 be.run(new Op.Add(mid, tmpm, xm, (long) m * C));
             }
@@ -552,6 +655,7 @@ public final class Llama implements AutoCloseable {
         if (acts != null) acts.close();
         if (stored != null) {
             stored.values().forEach(Buffer::close);
+            fusedRoots.values().forEach(Buffer::close);
         } else {
             params.close();
             grads.close();

@@ -56,6 +56,71 @@ class InferenceWeightsTest {
         }
     }
 
+    /**
+     * Fused (q; k; v) and (gate; up) matrices change where the weights lie and how many matmuls a one-token step
+     * runs, never a result: logits bit for bit those of the same model stored tensor by tensor, through a session
+     * (prefill and decode) and the paged decoder (one sequence, then two), for every storage type; the fused model's
+     * tensors are slices of the fused matrices, and no extra memory is used.
+     */
+    @ParameterizedTest
+    @EnumSource(value = DType.class, names = {"F32", "F16", "BF16", "Q8_0", "Q4_0"})
+    void fusedMatricesGiveTheSameBits(DType type) {
+        LlamaConfig cfg = new LlamaConfig(96, 64, 2, 4, 2, 160, 64, 10000f, 1e-5f, true);
+        try (Backend be = Backends.create("cpu", 2); Llama random = new Llama(cfg, be)) {
+            random.initRandom(9, 0.05);
+            Map<String, byte[]> encoded = new HashMap<>();
+            for (ParamLayout.Tensor t : random.layout().tensors()) {
+                float[] x = random.read(random.param(t.name()));
+                encoded.put(t.name(), Blocks.encode(t.decays() ? type : DType.F32, x, 0, x.length));
+            }
+            java.util.function.BiConsumer<String, Buffer> fill = (n, buf) -> be.copyIn(buf, MemorySegment.ofArray(encoded.get(n)));
+            try (Llama fused = Llama.forInference(cfg, be, n -> type, fill);
+                 Llama plain = Llama.forInference(cfg, be, n -> type, fill, false)) {
+                for (int l = 0; l < cfg.layers(); l++) {
+                    assertTrue(fused.fusedQkv(l) != null && fused.fusedGateUp(l) != null, "layer " + l);
+                    assertEquals((long) (cfg.dim() + 2 * cfg.kvDim()) * cfg.dim(), fused.fusedQkv(l).elements());
+                    org.junit.jupiter.api.Assertions.assertNull(plain.fusedQkv(l));
+                }
+                assertEquals(plain.weightBytes(), fused.weightBytes());
+                for (String name : new String[] {"model.layers.1.self_attn.k_proj.weight", "model.layers.0.mlp.up_proj.weight"}) {
+                    Buffer f = fused.param(name), p = plain.param(name);
+                    byte[] fb = new byte[(int) type.bytes(f.elements())], pb = new byte[(int) type.bytes(p.elements())];
+                    be.copyOut(f, MemorySegment.ofArray(fb));
+                    be.copyOut(p, MemorySegment.ofArray(pb));
+                    org.junit.jupiter.api.Assertions.assertArrayEquals(encoded.get(name), fb, name);
+                    org.junit.jupiter.api.Assertions.assertArrayEquals(pb, fb, name);
+                }
+                int[] prompt = {5, 17, 3, 88, 41, 9, 60, 2, 33, 71};
+                try (Llama.Session a = plain.session(32, 4); Llama.Session b = fused.session(32, 4);
+                     Llama.Session c = plain.session(32, 4, DType.F16); Llama.Session d = fused.session(32, 4, DType.F16)) {
+                    same(type + " prefill", a.append(prompt), b.append(prompt));
+                    same(type + " prefill f16", c.append(prompt), d.append(prompt));
+                    for (int tok : new int[] {12, 90, 1, 7}) {
+                        same(type + " decode " + tok, a.append(new int[] {tok}), b.append(new int[] {tok}));
+                        same(type + " decode f16 " + tok, c.append(new int[] {tok}), d.append(new int[] {tok}));
+                    }
+                }
+                try (BatchDecoder pa = new BatchDecoder(plain, 2, 16, 8, 32, 8); BatchDecoder fb = new BatchDecoder(fused, 2, 16, 8, 32, 8)) {
+                    int sa = pa.acquire(), sb = fb.acquire();
+                    same(type + " paged prefill", pa.prefill(sa, prompt, false)[0], fb.prefill(sb, prompt, false)[0]);
+                    same(type + " paged decode", pa.decode(new int[] {sa}, new int[] {4})[0], fb.decode(new int[] {sb}, new int[] {4})[0]);
+                    int ta = pa.acquire(), tb = fb.acquire();
+                    pa.prefill(ta, new int[] {8, 9}, false);
+                    fb.prefill(tb, new int[] {8, 9}, false);
+                    float[][] two = pa.decode(new int[] {sa, ta}, new int[] {6, 3}), twoF = fb.decode(new int[] {sb, tb}, new int[] {6, 3});
+                    for (int i = 0; i < 2; i++) same(type + " paged pair " + i, two[i], twoF[i]);
+                }
+            }
+        }
+    }
+
+    private static void same(String what, float[] want, float[] got) {
+        assertEquals(want.length, got.length, what);
+        for (int i = 0; i < want.length; i++) {
+            assertEquals(Float.floatToRawIntBits(want[i]), Float.floatToRawIntBits(got[i]), what + ": logit " + i + " " + want[i] + " vs " + got[i]);
+        }
+    }
+
     /** Whether the CPU backend's decode matmuls on these weights round activations to 8 bits (as llama.cpp does). */
     private static boolean int8Activations(DType type) {
         try (Backend be = Backends.create("cpu", 1)) {
