@@ -187,6 +187,19 @@ public final class GgufModel {
                 byHf.put(mp.hf(), mp);
                 if (shape.length > 1) seen.add(t.type());
             }
+            // A tensor the model does not use changes what the file means (as llama.cpp, refuse it rather than
+            // run something else than its author meant).
+            Set<String> used = new java.util.HashSet<>();
+            for (Mapping mp : byHf.values()) used.add(mp.gguf());
+            for (String name : g.tensors().keySet()) {
+                if (used.contains(name)) continue;
+                if (name.equals("rope_freqs.weight")) {
+                    throw new FormatException(file, "tensor 'rope_freqs.weight' (Llama 3.1-style rope frequency scaling) is not supported;"
+                            + " without it the model would run with the wrong rotary frequencies");
+                }
+                throw new FormatException(file, "tensor '" + name + "' is not part of a llama model as Crucible runs it"
+                        + " (another variant); refusing to ignore it");
+            }
             Tokenizer tok = tokenizer(g, spec.vocab());
             int bos = g.integer("tokenizer.ggml.bos_token_id", 0, -1), eos = g.integer("tokenizer.ggml.eos_token_id", 0, -1);
             if (bos >= spec.vocab() || eos >= spec.vocab()) throw new FormatException(file, "bos/eos id " + Math.max(bos, eos) + " is outside the vocabulary of " + spec.vocab());

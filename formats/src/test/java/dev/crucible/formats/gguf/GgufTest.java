@@ -315,6 +315,33 @@ class GgufTest {
         assertTrue(e.getMessage().contains(bad.toString()) && e.getMessage().contains("257"), e.getMessage());
     }
 
+    /**
+     * A tensor the model would not use (Llama 3.1's rope_freqs, or anything else) makes the file mean something
+     * else: refused with a message that names it, as llama.cpp refuses unexpected tensors.
+     */
+    @Test
+    void tensorsTheModelWouldIgnoreAreRefused(@TempDir Path dir) throws Exception {
+        ModelWeights m = TinyModels.random(TinyModels.spec(false), 3);
+        Path good = dir.resolve("m.gguf");
+        GgufModel.write(m, good, GgmlType.F32, "t");
+        for (String extra : new String[] {"rope_freqs.weight", "blk.0.attn_q.bias"}) {
+            GgufWriter w = new GgufWriter();
+            try (GgufFile g = GgufFile.open(good)) {
+                g.metadata().forEach(w::put);
+                for (GgufFile.TensorInfo t : g.tensors().values()) {
+                    w.tensor(t.name(), t.ne(), t.type(), g.bytes(t.name()).toArray(java.lang.foreign.ValueLayout.JAVA_BYTE));
+                }
+            }
+            w.tensor(extra, new long[] {32}, GgmlType.F32, new byte[128]);
+            Path f = dir.resolve("extra.gguf");
+            w.write(f);
+            FormatException e = assertThrows(FormatException.class, () -> GgufModel.read(f));
+            assertTrue(e.getMessage().contains(f.toString()) && e.getMessage().contains("'" + extra + "'"), e.getMessage());
+            assertThrows(FormatException.class, () -> GgufModel.openStored(f).close());
+        }
+        assertEquals(m.spec(), GgufModel.read(good).spec());                       // the file without them loads
+    }
+
     static int indexOf(byte[] b, String s) {
         return indexOfFrom(b, s.getBytes(StandardCharsets.UTF_8), 0);
     }
