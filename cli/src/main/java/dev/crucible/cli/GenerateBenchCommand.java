@@ -65,8 +65,8 @@ final class GenerateBenchCommand implements Callable<Integer> {
             description = {"Measure against llama.cpp in the same run: with a GGUF --model (or --shape with --export-gguf),",
                     "each of --reps rounds times Crucible's prompt processing (--prompt-tokens) and decode (--gen-tokens",
                     "steps from an empty cache, as llama-bench's tg test) and then runs this llama-bench once (-r 1) on",
-                    "the same file with as many threads and the same KV-cache type (-ctk/-ctv from --kv-type; llama-bench's",
-                    "own default is f16); prints both, the ratio per round, and the medians."})
+                    "the same file with as many threads and, for --kv-type f16, the same KV-cache type (-ctk/-ctv f16;",
+                    "llama-bench refuses f32 and keeps its f16 default); prints both, the ratio per round, and the medians."})
     Path llamaBench;
 
     @Mixin
@@ -95,7 +95,7 @@ final class GenerateBenchCommand implements Callable<Integer> {
             }
             peer = new LlamaBenchPeer(llamaBench, gguf, backendOptions.threads == null
                     ? Runtime.getRuntime().availableProcessors() : backendOptions.threads, promptTokens, genTokens,
-                    kvOptions.type() == DType.F16 ? "f16" : "f32");
+                    kvOptions.type() == DType.F16 ? "f16" : null);
         }
         kvOptions.type();                                                 // a bad --kv-type fails before the model loads
         try (Backend be = profile ? new BenchCommand.Profiler(backendOptions.create()) : backendOptions.create()) {
@@ -253,6 +253,10 @@ final class GenerateBenchCommand implements Callable<Integer> {
             decodeRate(m, prompt[0]);
         } while (++warmRounds < MAX_WARMUP_ROUNDS && System.nanoTime() < warmEnd);
         System.out.printf("warm-up: %d untimed round(s); peer: %s%n", warmRounds, String.join(" ", peer.command()));
+        if (kvOptions.type() != DType.F16) {
+            System.out.println("note: llama-bench cannot keep an f32 KV cache (-ctk f32 is refused): it runs with its f16 default;"
+                    + " --kv-type f16 compares like with like");
+        }
         String pp = "pp" + promptTokens, tg = "tg" + genTokens;
         System.out.printf("%-6s %14s %14s %7s   %14s %14s %7s%n", "round", pp + " crucible", pp + " llama", "ratio", tg + " crucible", tg + " llama", "ratio");
         double[][] f = new double[6][reps];                             // ours pp, peer pp, ratio pp, ours tg, peer tg, ratio tg

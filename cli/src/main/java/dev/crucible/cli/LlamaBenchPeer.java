@@ -23,7 +23,7 @@ final class LlamaBenchPeer {
     private final int threads, promptTokens, genTokens;
     private final String cacheType;
 
-    /** cacheType: llama.cpp's name of the KV-cache type (f32, f16), given to -ctk and -ctv. */
+    /** cacheType: llama.cpp's name of the KV-cache type given to -ctk and -ctv, or null for its default (f16). */
     LlamaBenchPeer(Path exe, Path model, int threads, int promptTokens, int genTokens, String cacheType) {
         if (!Files.isRegularFile(exe)) throw new UserException("--llama-bench: no such file: " + exe);
         if (!Files.isExecutable(exe)) throw new UserException("--llama-bench: not executable: " + exe);
@@ -36,8 +36,11 @@ final class LlamaBenchPeer {
     }
 
     List<String> command() {
-        return List.of(exe.toString(), "-m", model.toString(), "-t", "" + threads, "-p", "" + promptTokens, "-n", "" + genTokens,
-                "-ctk", cacheType, "-ctv", cacheType, "-r", "1", "-o", "json");
+        List<String> cmd = new ArrayList<>(List.of(exe.toString(), "-m", model.toString(), "-t", "" + threads, "-p", "" + promptTokens,
+                "-n", "" + genTokens));
+        if (cacheType != null) cmd.addAll(List.of("-ctk", cacheType, "-ctv", cacheType));
+        cmd.addAll(List.of("-r", "1", "-o", "json"));
+        return cmd;
     }
 
     /** Runs llama-bench once (it warms up itself); a failure is a user error carrying the end of its output. */

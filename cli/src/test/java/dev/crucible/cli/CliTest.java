@@ -198,13 +198,13 @@ class CliTest {
         Files.writeString(fake, """
                 #!/bin/sh
                 echo "$@" >> '%s'
-                case "$*" in *"-m %s -t 1 -p 8 -n 4 -ctk f32 -ctv f32 -r 1 -o json"*) ;; *) echo "unexpected arguments: $*" >&2; exit 3;; esac
+                case "$*" in *"-m %s -t 1 -p 8 -n 4 -ctk f16 -ctv f16 -r 1 -o json"|*"-m %s -t 1 -p 8 -n 4 -r 1 -o json") ;; *) echo "unexpected arguments: $*" >&2; exit 3;; esac
                 echo '[{"model_type":"llama ?B F32","build_commit":"abc123","n_prompt":8,"n_gen":0,"avg_ts":2.0},'
                 echo ' {"model_type":"llama ?B F32","build_commit":"abc123","n_prompt":0,"n_gen":4,"avg_ts":0.5}]'
-                """.formatted(calls, gguf));
+                """.formatted(calls, gguf, gguf));
         assertTrue(fake.toFile().setExecutable(true));
         Run r = run("bench", "generate", "--shape", "tiny", "--export-gguf", gguf.toString(), "--llama-bench", fake.toString(),
-                "--prompt-tokens", "8", "--gen-tokens", "4", "--reps", "3", "--threads", "1", "--warmup", "0");
+                "--prompt-tokens", "8", "--gen-tokens", "4", "--reps", "3", "--threads", "1", "--warmup", "0", "--kv-type", "f16");
         assertEquals(0, r.code(), r.err() + r.out());
         assertEquals(3, Files.readAllLines(calls).size(), "one llama-bench run per round");
         // Each round: ours, the peer's fixed 2.0 and 0.5 tok/s, and ratio = ours / theirs.
@@ -216,6 +216,13 @@ class CliTest {
         }).count();
         assertEquals(4, rows, r.out());
         assertTrue(r.out().contains("llama ?B F32, build abc123"), r.out());
+        assertTrue(Files.readAllLines(calls).get(0).contains("-ctk f16 -ctv f16"), "the same cache type for the peer");
+        // An f32 cache: llama-bench cannot hold one, so it keeps its default, and the table says so.
+        r = run("bench", "generate", "--model", gguf.toString(), "--llama-bench", fake.toString(),
+                "--prompt-tokens", "8", "--gen-tokens", "4", "--reps", "1", "--threads", "1", "--warmup", "0");
+        assertEquals(0, r.code(), r.err() + r.out());
+        assertTrue(r.out().contains("llama-bench cannot keep an f32 KV cache"), r.out());
+        assertFalse(Files.readAllLines(calls).get(3).contains("-ctk"), Files.readAllLines(calls).get(3));
 
         // Bad input: one clear message each.
         userError(run("bench", "generate", "--shape", "tiny", "--llama-bench", fake.toString()), "GGUF");
