@@ -102,7 +102,8 @@ public final class HugePages {
     /**
      * {@code bytes} of zero-filled memory, 64-byte aligned, freed when {@code arena} closes (or, for an automatic
      * arena, when the segment is unreachable). From {@code bytes >= }{@link #HUGE} on, and where enabled, a private
-     * mapping 2 MiB aligned and advised for huge pages; otherwise the arena's own allocation.
+     * mapping 2 MiB aligned whose whole huge pages are advised as such (the tail stays on small pages, so nothing is
+     * resident beyond the buffer); otherwise the arena's own allocation.
      */
     public static MemorySegment allocate(long bytes, Arena arena) {
         return allocate(state(), bytes, arena);
@@ -110,7 +111,7 @@ public final class HugePages {
 
     static MemorySegment allocate(State st, long bytes, Arena arena) {
         if (!st.on() || bytes < HUGE) return arena.allocate(Math.max(1, bytes), 64);
-        long len = (bytes + HUGE - 1) & -HUGE;
+        long len = (bytes + 4095) & -4096L;                          // whole (small) pages
         long mapped = len + HUGE;                                   // slack to align the start to 2 MiB
         MemorySegment p;
         try {
@@ -124,7 +125,7 @@ public final class HugePages {
         MemorySegment seg = whole.asSlice(start - base, len);
         try {
             // A failure (a kernel without THP) leaves ordinary pages: nothing to undo.
-            int ignored = (int) st.madvise().invokeExact(seg, len, MADV_HUGEPAGE);
+            int ignored = (int) st.madvise().invokeExact(seg, bytes & -HUGE, MADV_HUGEPAGE);
         } catch (Throwable e) {
             throw rethrow(e);
         }
