@@ -30,6 +30,19 @@ public enum GgmlType {
         return null;
     }
 
+    /**
+     * The name ggml gives a type id, for messages about the ones Crucible does not read (K-quants, i-quants, …), or
+     * "type N" for an id it does not know.
+     */
+    public static String nameOf(long id) {
+        GgmlType t = ofId(id);
+        if (t != null) return t.name();
+        String[] names = {"F32", "F16", "Q4_0", "Q4_1", null, null, "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K",
+                "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8",
+                "I16", "I32", "I64", "F64", "IQ1_M", "BF16", null, null, null, "TQ1_0", "TQ2_0", null, null, null, "MXFP4"};
+        return id >= 0 && id < names.length && names[(int) id] != null ? names[(int) id] : "type " + id;
+    }
+
     /** Bytes for a row of n elements, or -1 if n is not a whole number of blocks. */
     public long rowBytes(long n) {
         if (n % blockSize != 0) return -1;

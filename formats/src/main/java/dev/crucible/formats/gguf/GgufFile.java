@@ -132,7 +132,11 @@ public final class GgufFile implements AutoCloseable {
                 }
                 long typeId = Integer.toUnsignedLong(r.u32(where + " type"));
                 GgmlType type = GgmlType.ofId(typeId);
-                if (type == null) throw new FormatException(path, where + " has unsupported tensor type " + typeId + " (supported: F32, F16, BF16, Q8_0, Q4_0)");
+                if (type == null) {
+                    throw new FormatException(path, where + " has tensor type " + GgmlType.nameOf(typeId) + ", which Crucible does not read"
+                            + " (supported: F32, F16, BF16, Q8_0, Q4_0; llama-quantize --pure Q8_0 or Q4_0 writes a file of one type"
+                            + " throughout, without the Q6_K output its mixes use)");
+                }
                 long rowBytes = type.rowBytes(ne[0]);
                 if (rowBytes < 0) throw new FormatException(path, where + " row of " + ne[0] + " elements is not a whole number of " + type + " blocks of " + type.blockSize);
                 long bytes;

@@ -252,7 +252,15 @@ class GgufTest {
         b = good.clone();
         ByteBuffer.wrap(b).order(ByteOrder.LITTLE_ENDIAN).putInt(offsetField(b, "bb") - 4, 12); // Q4_K
         Files.write(f, b);
-        fails(f, "unsupported tensor type 12");
+        fails(f, "has tensor type Q4_K, which Crucible does not read");
+        b = good.clone();
+        ByteBuffer.wrap(b).order(ByteOrder.LITTLE_ENDIAN).putInt(offsetField(b, "bb") - 4, 14); // Q6_K
+        Files.write(f, b);
+        fails(f, "Q6_K");
+        b = good.clone();
+        ByteBuffer.wrap(b).order(ByteOrder.LITTLE_ENDIAN).putInt(offsetField(b, "bb") - 4, 999);
+        Files.write(f, b);
+        fails(f, "type 999");
         b = good.clone();
         ByteBuffer.wrap(b).order(ByteOrder.LITTLE_ENDIAN).putLong(8, 1L << 50); // tensor count
         Files.write(f, b);
