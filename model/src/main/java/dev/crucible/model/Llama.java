@@ -45,23 +45,6 @@ public final class Llama implements AutoCloseable {
     private static final List<String> QKV = List.of("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
             GATE_UP = List.of("mlp.gate_proj.weight", "mlp.up_proj.weight");
 
-    private static List<String> group(int layer, List<String> parts) {
-        return parts.stream().map(n -> "model.layers." + layer + "." + n).toList();
-    }
-
-    /** The group's tensors of layer l as one view of {@code all} (consecutive in {@link ParamLayout}). */
-    private Buffer span(Buffer all, int l, List<String> parts) {
-        List<String> names = group(l, parts);
-        ParamLayout.Tensor first = layout.get(names.get(0));
-        long at = first.offset(), total = 0;
-        for (String n : names) {
-            ParamLayout.Tensor t = layout.get(n);
-            if (t.offset() != at) return null;
-            at += t.size();
-            total += t.size();
-        }
-        return all.slice(first.offset(), total);
-    }
     private final Weights w;
     private final Weights g;
     private Activations acts;
@@ -166,6 +149,24 @@ public final class Llama implements AutoCloseable {
 
     /** Layer l's gate and up projections as one (gate; up) matrix of 2·ffn rows, or null. */
     public Buffer fusedGateUp(int l) { return w.gu[l]; }
+
+    private static List<String> group(int layer, List<String> parts) {
+        return parts.stream().map(n -> "model.layers." + layer + "." + n).toList();
+    }
+
+    /** The group's tensors of layer l as one view of {@code all} (consecutive in {@link ParamLayout}). */
+    private Buffer span(Buffer all, int l, List<String> parts) {
+        List<String> names = group(l, parts);
+        ParamLayout.Tensor first = layout.get(names.get(0));
+        long at = first.offset(), total = 0;
+        for (String n : names) {
+            ParamLayout.Tensor t = layout.get(n);
+            if (t.offset() != at) return null;
+            at += t.size();
+            total += t.size();
+        }
+        return all.slice(first.offset(), total);
+    }
 
     /** True for models made by {@link #forInference}: they have no gradients and cannot train. */
     public boolean inferenceOnly() { return stored != null; }
